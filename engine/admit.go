@@ -1,0 +1,110 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Admission is a request admitted by Admit. Call Done when the request has
+// finished; RevokeAndWait waits for it. The zero Admission (returned with a
+// denial) has a Done that does nothing.
+type Admission struct{ t *tracker }
+
+// Done marks the admitted request as finished. Call it once.
+func (a Admission) Done() {
+	if a.t != nil {
+		a.t.n.Add(-1)
+	}
+}
+
+// Admit is Consume for a request that will run for a while: if the units are
+// granted, the request counts as in flight until Done, so that
+// RevokeAndWait can wait for it. It does not allocate once a key has been
+// admitted before.
+func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admission, error) {
+	if e.closed.Load() {
+		return Decision{}, Admission{}, ErrClosed
+	}
+	if err := checkKey(key); err != nil {
+		return Decision{}, Admission{}, err
+	}
+	ent := e.lookup(key)
+	if ent == nil {
+		if n <= 0 {
+			return Decision{}, Admission{}, checkAmount(n)
+		}
+		return Decision{Reason: UnknownKey}, Admission{}, nil
+	}
+	t := ent.st.track.Load()
+	if t == nil {
+		t = e.tracker(key)
+	}
+	// Counted before the consume: a Revoke that lands after the grant then
+	// finds the request counted.
+	t.n.Add(1)
+	d, err := e.Consume(ctx, key, n)
+	if err != nil || !d.Allowed {
+		t.n.Add(-1)
+		return d, Admission{}, err
+	}
+	return d, Admission{t: t}, nil
+}
+
+// tracker returns key's tracker, creating it under the stripe lock so that a
+// concurrent change (which copies the pointer under the same lock) keeps it.
+func (e *Engine) tracker(key string) *tracker {
+	e.m.Lock(key)
+	defer e.m.Unlock(key)
+	st := e.m.Load(key).st
+	if t := st.track.Load(); t != nil {
+		return t
+	}
+	t := new(tracker)
+	st.track.Store(t)
+	return t
+}
+
+// InFlight returns the number of requests admitted for key and not yet Done.
+func (e *Engine) InFlight(key string) int64 {
+	if checkKey(key) != nil {
+		return 0
+	}
+	if ent := e.m.Load(key); ent != nil {
+		if t := ent.st.track.Load(); t != nil {
+			return t.n.Load()
+		}
+	}
+	return 0
+}
+
+// RevokeAndWait revokes key, then waits until every request admitted for it
+// (by Admit) has called Done, or until ctx ends. Once it returns nil, no
+// request of the key is running or will run. It returns ctx's error if ctx
+// ended first; the key is revoked all the same.
+func (e *Engine) RevokeAndWait(ctx context.Context, key string) error {
+	if err := e.Revoke(ctx, key); err != nil {
+		return err
+	}
+	t := e.m.Load(key).st.track.Load()
+	if t == nil {
+		return nil
+	}
+	wait := time.Microsecond
+	var timer *time.Timer
+	for t.n.Load() > 0 {
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("allot: revoked, but requests still in flight: %w", ctx.Err())
+		case <-timer.C:
+		}
+		wait = min(2*wait, 5*time.Millisecond)
+	}
+	return nil
+}

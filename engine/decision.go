@@ -1,0 +1,77 @@
+package engine
+
+import "time"
+
+// Reason says why a Decision was made.
+type Reason uint8
+
+const (
+	// OK: the units were granted.
+	OK Reason = iota
+	// Exhausted: a limit of the key has too few units left.
+	Exhausted
+	// Revoked: the key was revoked (or its rotation grace ended).
+	Revoked
+	// UnknownKey: no such key is registered.
+	UnknownKey
+)
+
+var reasonNames = [...]string{OK: "ok", Exhausted: "exhausted", Revoked: "revoked", UnknownKey: "unknown_key"}
+
+// String returns "ok", "exhausted", "revoked" or "unknown_key".
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Decision is the outcome of a Consume. A denial is a Decision with Allowed
+// false, not an error.
+//
+// Limit, Remaining, RetryAfter and ResetAfter describe the key's tightest
+// limit: when granted, the limit with the fewest units left; when denied for
+// exhaustion, the denying limit that frees up last.
+type Decision struct {
+	// Allowed reports whether the units were granted (Reason == OK).
+	Allowed bool
+	// Reason says why.
+	Reason Reason
+	// Limit is the quota of the tightest limit (for a Rate limit, its burst).
+	Limit int64
+	// Remaining is the number of units that limit has left after this call.
+	Remaining int64
+	// RetryAfter, on an Exhausted denial, is how long until the same request
+	// could be granted. It is 0 when waiting would not help: a Credits limit
+	// never refills by itself, and a request larger than a limit's quota
+	// never fits.
+	RetryAfter time.Duration
+	// ResetAfter is how long until the tightest limit is back to its full
+	// quota: the end of the window, or the time a Rate limit's bucket is full
+	// again. It is 0 for Credits, which never reset by themselves.
+	ResetAfter time.Duration
+}
+
+// LimitStatus is the state of one limit of a key.
+type LimitStatus struct {
+	// Limit is the limit as registered (or as last changed).
+	Limit Limit
+	// Remaining is the number of units it would grant now.
+	Remaining int64
+	// ResetAfter is how long until it is back to its full quota (0 for
+	// Credits).
+	ResetAfter time.Duration
+}
+
+// Status is a key's state, read without consuming.
+type Status struct {
+	// Revoked reports whether Consume of this key is denied as Revoked.
+	Revoked bool
+	// RotatedOut reports whether the key was rotated out by Rotate; it
+	// draws on the new key's counters until GraceUntil.
+	RotatedOut bool
+	// GraceUntil is when a rotated-out key stops working.
+	GraceUntil time.Time
+	// Limits holds one entry per limit, in registration order.
+	Limits []LimitStatus
+}

@@ -1,0 +1,36 @@
+package engine
+
+import (
+	"testing"
+	"unsafe"
+
+	"github.com/allot-go/allot/shard"
+)
+
+// The map node (hash, key header and entry) must be exactly one cache line:
+// Go allocates 64-byte objects 64-byte aligned, so each key's hot word then
+// has a line of its own, and the lookup and the CAS touch one line.
+func TestEntryIsOneCacheLine(t *testing.T) {
+	if s := unsafe.Sizeof(shard.Node[entry]{}); s != shard.CacheLineSize {
+		t.Fatalf("map node is %d bytes, want %d", s, shard.CacheLineSize)
+	}
+	if s := unsafe.Sizeof(tracker{}); s != shard.CacheLineSize {
+		t.Fatalf("tracker is %d bytes, want %d", s, shard.CacheLineSize)
+	}
+}
+
+// The word layout keeps the flags out of every value.
+func TestWordLayout(t *testing.T) {
+	if revokedBit&valueMask != 0 || sealedBit&valueMask != 0 || revokedBit == sealedBit {
+		t.Fatal("flags overlap the value")
+	}
+	if uint64(MaxCredits) != valueMask {
+		t.Fatalf("MaxCredits %d != value mask %d", int64(MaxCredits), valueMask)
+	}
+	if (uint64(tagMask)<<tagShift|usedMask)&flagBits != 0 {
+		t.Fatal("window fields overlap the flags")
+	}
+	if MaxWindowQuota != usedMask {
+		t.Fatal("MaxWindowQuota must fill the used field")
+	}
+}

@@ -1,0 +1,54 @@
+package engine
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// Option configures an Engine in New.
+type Option func(*options)
+
+type options struct {
+	clock    func() time.Time
+	shards   int
+	store    Store
+	badClock bool
+}
+
+// WithClock makes the engine read the time from now instead of the system's
+// monotonic clock. Tests use it to pin instants; now must be safe for
+// concurrent use. A clock that steps back never grants a unit twice: a
+// window stays current and a rate's arrival time stays where it was.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) {
+		o.clock = now
+		o.badClock = now == nil
+	}
+}
+
+// WithShards sets the number of stripes of the key map, a power of two
+// from 1 to 65536. Lookups never lock, so stripes only spread the locks of
+// administrative calls. Default: the power of two at or above 4×GOMAXPROCS,
+// and at least 16.
+func WithShards(n int) Option { return func(o *options) { o.shards = n } }
+
+// WithStore makes the engine keep its keys in s (see package persist). The
+// engine loads s in New and closes it in Close. Default: none; everything
+// lives in memory and is gone with the process.
+func WithStore(s Store) Option { return func(o *options) { o.store = s } }
+
+func defaultOptions() options {
+	n := 16
+	for n < 4*runtime.GOMAXPROCS(0) {
+		n *= 2
+	}
+	return options{shards: n}
+}
+
+func (o *options) validate() error {
+	if o.badClock {
+		return fmt.Errorf("%w: nil clock", ErrInvalidOption)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// A Store knows keys only by KeyID. After a restart the engine holds each
+// recovered key under recoveredPrefix+ID, where only aliases find it, until a
+// call names the key: then lookup hashes the raw key, finds the record, and
+// moves it under the raw key, leaving a forwarding alias behind. Until then
+// an unknown key costs one SHA-256 per call and creates no state.
+
+// record describes ent for the store.
+func record(ent *entry) Record {
+	st := ent.st
+	r := Record{ID: st.id}
+	var vals [MaxLimits]uint64
+	revoked, _ := snapshot(ent, &vals)
+	if st.alias != nil {
+		t := st.alias.targetID
+		r.RotatedTo = &t
+		r.GraceUntil = time.Unix(0, st.alias.deadline).UTC()
+		r.Revoked = atomic.LoadUint64(&ent.word)&revokedBit != 0
+		return r
+	}
+	r.Revoked = revoked
+	r.Counters = append([]uint64(nil), vals[:len(st.limits)]...)
+	r.Limits = make([]Limit, len(st.limits))
+	for i := range st.limits {
+		r.Limits[i] = st.limits[i].Limit
+	}
+	return r
+}
+
+// save writes ents to the store, if there is one.
+func (e *Engine) save(ctx context.Context, ents ...*entry) error {
+	if e.store == nil {
+		return nil
+	}
+	recs := make([]Record, len(ents))
+	for i, ent := range ents {
+		recs[i] = record(ent)
+	}
+	if err := e.store.Save(ctx, recs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	return nil
+}
+
+// flush writes every key to the store, in batches.
+func (e *Engine) flush(ctx context.Context) error {
+	const batch = 1024
+	recs := make([]Record, 0, batch)
+	var err error
+	e.m.Range(func(_ string, ent *entry) bool {
+		if ent.st.alias != nil && ent.st.alias.forward {
+			return true
+		}
+		recs = append(recs, record(ent))
+		if len(recs) == batch {
+			err = e.store.Save(ctx, recs...)
+			recs = recs[:0]
+		}
+		return err == nil
+	})
+	if err == nil && len(recs) > 0 {
+		err = e.store.Save(ctx, recs...)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: flush: %w", ErrStore, err)
+	}
+	return nil
+}
+
+// load reads every record of the store into the map under its ID.
+func (e *Engine) load(ctx context.Context) error {
+	err := e.store.Load(ctx, func(r Record) error {
+		st := &keyState{id: r.ID}
+		var vals []uint64
+		if r.RotatedTo != nil {
+			deadline := int64(math.MaxInt64)
+			if !r.GraceUntil.IsZero() {
+				deadline = r.GraceUntil.UnixNano()
+			}
+			st.alias = &alias{target: idKey(*r.RotatedTo), targetID: *r.RotatedTo, deadline: deadline}
+		} else {
+			specs, err := validateLimits(r.Limits)
+			if err != nil {
+				return fmt.Errorf("record %x: %w", r.ID[:4], err)
+			}
+			if len(r.Counters) != len(specs) {
+				return fmt.Errorf("%w: record %x: %d counters for %d limits", ErrStore, r.ID[:4], len(r.Counters), len(specs))
+			}
+			for i, v := range r.Counters {
+				if v&flagBits != 0 {
+					return fmt.Errorf("%w: record %x: counter %d out of range", ErrStore, r.ID[:4], i)
+				}
+			}
+			st.limits, vals = specs, r.Counters
+		}
+		k := idKey(r.ID)
+		e.m.Lock(k)
+		defer e.m.Unlock(k)
+		if e.m.Load(k) == nil {
+			e.recovering.Add(1)
+		}
+		e.m.Store(k, newEntry(st, r.Revoked, vals))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w: load: %w", ErrStore, err)
+	}
+	return nil
+}
+
+func idKey(id KeyID) string { return recoveredPrefix + string(id[:]) }
+
+// promote moves the recovered record of key, if any, under key and returns
+// its entry; nil if the key is unknown.
+func (e *Engine) promote(key string) *entry {
+	if e.recovering.Load() == 0 {
+		return nil
+	}
+	id := IDOf(key)
+	var buf [1 + len(id)]byte
+	buf[0] = recoveredPrefix[0]
+	copy(buf[1:], id[:])
+	rk := unsafe.String(&buf[0], len(buf))
+	if e.m.Load(rk) == nil {
+		return nil
+	}
+	rk = string(buf[:])
+	e.m.LockPair(key, rk)
+	defer e.m.UnlockPair(key, rk)
+	if ent := e.m.Load(key); ent != nil {
+		return ent
+	}
+	re := e.m.Load(rk)
+	if re == nil || (re.st.alias != nil && re.st.alias.forward) {
+		return nil
+	}
+	revoked, vals := seal(re)
+	st := &keyState{id: id, limits: re.st.limits, alias: re.st.alias}
+	st.track.Store(re.st.track.Load())
+	ne := e.m.Store(key, newEntry(st, revoked, vals))
+	e.m.Store(rk, newEntry(&keyState{id: id, alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true}}, false, nil))
+	e.recovering.Add(-1)
+	return ne
+}

@@ -1,0 +1,146 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/allot-go/allot/engine"
+	"github.com/stretchr/testify/require"
+)
+
+// memStore is a Store in a map, for testing the engine's side of the
+// interface.
+type memStore struct {
+	mu     sync.Mutex
+	recs   map[engine.KeyID]engine.Record
+	saves  int
+	fail   error
+	closed bool
+}
+
+func newMemStore() *memStore { return &memStore{recs: map[engine.KeyID]engine.Record{}} }
+
+func (s *memStore) Load(_ context.Context, fn func(engine.Record) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = false
+	for _, r := range s.recs {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *memStore) Save(_ context.Context, recs ...engine.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	if s.closed {
+		return errors.New("closed")
+	}
+	s.saves++
+	for _, r := range recs {
+		r.Counters = append([]uint64(nil), r.Counters...)
+		s.recs[r.ID] = r
+	}
+	return nil
+}
+
+func (s *memStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	clk := newClock(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
+	st := newMemStore()
+	eng, err := engine.New(engine.WithStore(st), engine.WithClock(clk.Now))
+	require.NoError(t, err)
+	require.NoError(t, eng.Register(ctx, "a", engine.Credits(100)))
+	require.NoError(t, eng.Register(ctx, "b", engine.Credits(50), engine.PerWindow(10, time.Hour).Named("hourly"), engine.Rate(1, time.Second, 5)))
+	require.NoError(t, eng.Register(ctx, "r", engine.Credits(5)))
+	require.Equal(t, 3, st.saves, "each registration is saved before it returns")
+	_, _ = eng.Consume(ctx, "a", 30)
+	_, _ = eng.Consume(ctx, "b", 4)
+	require.NoError(t, eng.Revoke(ctx, "r"))
+	require.NoError(t, eng.Rotate(ctx, "a", "a2", time.Hour))
+	require.NoError(t, eng.Close())
+	require.Len(t, st.recs, 4)
+	for _, raw := range []string{"a", "b", "r", "a2"} {
+		require.Contains(t, st.recs, engine.IDOf(raw), "keys reach the store only as digests")
+	}
+	require.Equal(t, engine.IDOf("a2"), *st.recs[engine.IDOf("a")].RotatedTo)
+
+	eng, err = engine.New(engine.WithStore(st), engine.WithClock(clk.Now))
+	require.NoError(t, err)
+	defer eng.Close()
+	d, _ := eng.Consume(ctx, "unknown", 1)
+	require.Equal(t, engine.UnknownKey, d.Reason)
+	require.ErrorIs(t, eng.Register(ctx, "b", engine.Credits(1)), engine.ErrKeyExists, "a recovered key exists before it is used")
+	s, err := eng.Status("b")
+	require.NoError(t, err)
+	require.Equal(t, []int64{46, 6, 1}, remaining(s))
+	require.Equal(t, "hourly", s.Limits[1].Limit.Name())
+	d, _ = eng.Consume(ctx, "r", 1)
+	require.Equal(t, engine.Revoked, d.Reason, "a revocation survives a restart")
+	// The rotated-out key resolves to its new key, first used after it.
+	d, _ = eng.Consume(ctx, "a", 1)
+	require.Equal(t, engine.Decision{Allowed: true, Limit: 100, Remaining: 69}, d)
+	d, _ = eng.Consume(ctx, "a2", 1)
+	require.Equal(t, engine.Decision{Allowed: true, Limit: 100, Remaining: 68}, d)
+	d, _ = eng.Consume(ctx, "a", 1)
+	require.Equal(t, int64(67), d.Remaining)
+	clk.Add(time.Hour)
+	d, _ = eng.Consume(ctx, "a", 1)
+	require.Equal(t, engine.Revoked, d.Reason)
+}
+
+func TestStoreFailureChangesNothing(t *testing.T) {
+	st := newMemStore()
+	eng, err := engine.New(engine.WithStore(st))
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.Register(ctx, "k", engine.Credits(10)))
+	st.fail = errors.New("disk on fire")
+
+	err = eng.Register(ctx, "new", engine.Credits(1))
+	require.ErrorIs(t, err, engine.ErrStore)
+	d, _ := eng.Consume(ctx, "new", 1)
+	require.Equal(t, engine.UnknownKey, d.Reason, "a registration that was not saved does not exist")
+
+	require.ErrorIs(t, eng.SetLimits(ctx, "k", engine.Credits(1)), engine.ErrStore)
+	require.ErrorIs(t, eng.TopUp(ctx, "k", 5), engine.ErrStore)
+	require.ErrorIs(t, eng.Rotate(ctx, "k", "k2", time.Hour), engine.ErrStore)
+	d, _ = eng.Consume(ctx, "k", 1)
+	require.Equal(t, engine.Decision{Allowed: true, Limit: 10, Remaining: 9}, d, "failed changes leave the key as it was, and usable")
+	d, _ = eng.Consume(ctx, "k2", 1)
+	require.Equal(t, engine.UnknownKey, d.Reason)
+
+	// A failed revocation still revokes in memory: failing safe.
+	require.ErrorIs(t, eng.Revoke(ctx, "k"), engine.ErrStore)
+	d, _ = eng.Consume(ctx, "k", 1)
+	require.Equal(t, engine.Revoked, d.Reason)
+	st.fail = nil
+}
+
+func TestStoreLoadRejectsBadRecords(t *testing.T) {
+	for name, rec := range map[string]engine.Record{
+		"no limits":      {ID: engine.IDOf("x")},
+		"bad limit":      {ID: engine.IDOf("x"), Limits: []engine.Limit{engine.Credits(-1)}, Counters: []uint64{0}},
+		"counters count": {ID: engine.IDOf("x"), Limits: []engine.Limit{engine.Credits(1)}},
+		"flag in value":  {ID: engine.IDOf("x"), Limits: []engine.Limit{engine.Credits(1)}, Counters: []uint64{1 << 63}},
+	} {
+		st := newMemStore()
+		st.recs[rec.ID] = rec
+		_, err := engine.New(engine.WithStore(st))
+		require.ErrorIs(t, err, engine.ErrStore, name)
+	}
+}
