@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all test vet fmt-check demo bench bench-engine clean
+.PHONY: all test vet fmt-check demo bench bench-engine bench-persist crash clean
 
 all: test
 
@@ -24,6 +24,14 @@ demo:
 ## bench-engine: the engine's benchmarks beside the CAS and lookup+CAS floors.
 bench-engine:
 	$(GO) test -run='^$$' -bench=Consume -benchmem -cpu=1,2,8 -count=5 ./engine
+
+## crash: 50 kill -9 cycles of a child consuming from a Badger store.
+crash:
+	ALLOT_CRASH_CYCLES=50 $(GO) test -count=1 -v -run 'TestCrashLoop|TestRevokeSurvivesKill' ./persist
+
+## bench-persist: persisted Consume beside memory-only; exact mode; reopen.
+bench-persist:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=5 -timeout 30m ./persist
 
 clean:
 	$(GO) clean -testcache

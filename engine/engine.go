@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,19 +22,23 @@ import (
 // several limits, or a key rotated out, takes a mutex of its own instead.
 //
 // Guarantees, for any number of goroutines:
-//   - No over-grant: the units granted never exceed what the limits allow.
+//   - No over-grant: the units granted never exceed what the limits allow;
+//     with a Store, not across crashes and restarts either.
 //   - Linearizable revocation: once Revoke returns, every Consume of the key
-//     is denied with Reason Revoked.
+//     is denied with Reason Revoked (with a Store, also after a restart).
 //   - Consume, Refund, Revoke and TopUp are linearizable per key.
 //
 // Create an Engine with New; the zero value is not usable. All methods are
 // safe for concurrent use.
 type Engine struct {
-	m     shard.Map[entry]
-	clock func() time.Time
-	wall0 int64
-	mono0 time.Time
-	store Store
+	m      shard.Map[entry]
+	clock  func() time.Time
+	wall0  int64
+	mono0  time.Time
+	store  Store
+	c      *committer // nil without a Store
+	leased bool       // a Store in lease mode: grants need a durable reservation
+	exact  bool       // a Store in exact mode: every grant is durable before Consume returns
 
 	closed atomic.Bool
 	admin  sync.RWMutex // held shared by administrative calls, exclusively by Close
@@ -43,28 +46,46 @@ type Engine struct {
 	recovering atomic.Int64 // recovered keys not yet seen under their raw key
 }
 
-// entry is a key's record in the map. Its size, with the map node's header,
-// is exactly one cache line (see TestEntryIsOneCacheLine), so the hot word of
-// one key never shares a line with another key.
+// entry is a key's record in the map. With the map node's key header it is
+// exactly one cache line (see TestEntryIsOneCacheLine), so the hot word of
+// one key never shares a line with another key, and a Consume of a
+// single-limit key reads nothing else.
 type entry struct {
-	word   uint64    // flags and the state of limit 0; accessed atomically only
-	st     *keyState // immutable apart from its counters and mutex
-	kind   Kind      // of limit 0; 0 for a rotated-out key
-	multi  bool      // more than one limit
-	quota  int64     // of limit 0
-	period int64     // of limit 0, ns
+	word   uint64    // flags and the value of limit 0; atomic access only
+	st     *keyState // immutable apart from its counters, marks and mutex
+	qm     uint64    // limit 0: quota | multi<<multiShift | kind<<kindShift; kind 0: rotated out
+	period int64     // limit 0: window length or rate interval, ns
+	lease  leasePair // limit 0 of a single-limit key; atomic access only
 }
 
-// keyState is the part of a key's record the hot path of a single-limit key
-// does not touch. An entry and its keyState are replaced together, never
-// changed in place, apart from the counters.
+const (
+	kindShift  = 56
+	multiShift = 55
+	quotaMask  = 1<<multiShift - 1
+)
+
+func (ent *entry) kind() Kind   { return Kind(ent.qm >> kindShift) }
+func (ent *entry) multi() bool  { return ent.qm>>multiShift&1 != 0 }
+func (ent *entry) quota() int64 { return int64(ent.qm & quotaMask) }
+
+// keyState is the part of a key's record that the hot path of a
+// single-limit key does not touch. An entry and its keyState are replaced
+// together, never changed in place, apart from counters, marks and the
+// committer's bookkeeping.
 type keyState struct {
 	mu     sync.Mutex // serialises Consume of multi-limit and rotated-out keys with changes
 	id     KeyID
 	limits []spec
-	more   []shard.Counter // words of limits[1:]
+	more   []shard.Counter // values of limits[1:]
+	leases []leasePair     // marks of every limit of a multi-limit key
 	alias  *alias
 	track  atomic.Pointer[tracker] // requests in flight (Admit); kept across changes
+
+	// Guarded by the committer's mutex.
+	queued bool
+	want   int64
+	// Owned by the committer goroutine.
+	chunk, lastReserve int64
 }
 
 // tracker counts a key's admitted requests that are still running.
@@ -80,6 +101,23 @@ type alias struct {
 	targetID KeyID
 	deadline int64 // ns since the epoch
 	forward  bool  // left behind by promote: not a key, only a pointer to one
+}
+
+// lim0 returns what the arithmetic needs of limit 0, from the entry alone.
+func (ent *entry) lim0() lim {
+	l := lim{kind: ent.kind(), quota: ent.quota(), period: ent.period}
+	if l.kind == KindMonth {
+		l.loc = ent.st.limits[0].loc
+	}
+	return l
+}
+
+// marks returns the lease marks of limit i.
+func (ent *entry) marks(i int) *leasePair {
+	if ent.multi() {
+		return &ent.st.leases[i]
+	}
+	return &ent.lease
 }
 
 // recoveredPrefix marks map keys that hold a recovered record whose raw key
@@ -101,9 +139,19 @@ func New(opts ...Option) (*Engine, error) {
 	}
 	e.wall0 = e.mono0.UnixNano()
 	if e.store != nil {
+		lo := o.lease
+		if p, ok := e.store.(interface{ LeaseOptions() LeaseOptions }); ok && !o.leaseSet {
+			lo = p.LeaseOptions()
+		}
+		if err := lo.validate(); err != nil {
+			return nil, err
+		}
+		e.exact, e.leased = lo.Exact, !lo.Exact
+		e.c = newCommitter(e, lo)
 		if err := e.load(context.Background()); err != nil {
 			return nil, err
 		}
+		go e.c.run()
 	}
 	return e, nil
 }
@@ -140,9 +188,13 @@ func checkAmount(n int64) error {
 
 // Consume takes n units from key if every limit of the key allows it, and
 // reports the outcome. Denials (an exhausted limit, a revoked or unknown key)
-// are Decisions; errors are for bad input and a closed engine.
+// are Decisions; errors are for bad input, a closed engine, a store failure,
+// or ctx ending while Consume waits for the store.
 //
 // For a key with one limit, Consume takes no lock and does not allocate.
+// With a Store it waits only when the key's durable reservation is used up
+// (the next one is normally written in the background before that), or, in
+// exact mode, until its grant is durable.
 func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, error) {
 	if e.closed.Load() {
 		return Decision{}, ErrClosed
@@ -160,19 +212,75 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 				return Decision{Reason: UnknownKey}, nil
 			}
 		}
-		if ent.kind == KindCredits && !ent.multi {
-			// The commonest case, inlined: a balance and one CAS.
+		if ent.qm>>multiShift == uint64(KindCredits)<<(kindShift-multiShift) {
+			// The commonest case, inlined: one Credits limit, a balance
+			// above the reserved floor, and one CAS.
 			w := atomic.LoadUint64(&ent.word)
-			if w&flagBits == 0 && uint64(n) <= w && atomic.CompareAndSwapUint64(&ent.word, w, w-uint64(n)) {
-				return Decision{Allowed: true, Limit: ent.quota, Remaining: int64(w) - n}, nil
+			hard := atomic.LoadUint64(&ent.lease.hard)
+			if w&flagBits == 0 && w >= hard && uint64(n) <= w-hard && atomic.CompareAndSwapUint64(&ent.word, w, w-uint64(n)) {
+				if w-uint64(n) < atomic.LoadUint64(&ent.lease.soft) || e.exact {
+					if err := e.granted(ctx, ent); err != nil {
+						return Decision{}, err
+					}
+				}
+				return Decision{Allowed: true, Limit: ent.quota(), Remaining: int64(w) - n}, nil
 			}
 		}
-		if d, ok := e.consume(ent, n); ok {
+		d, st := e.consume(ent, n)
+		switch st {
+		case done:
+			if d.Allowed && e.exact {
+				if ent.kind() == 0 {
+					if _, ent = e.resolve(ent.st.alias); ent == nil {
+						return d, nil
+					}
+				}
+				if err := e.wait(ctx, e.c.request(ent, 0)); err != nil {
+					return Decision{}, err
+				}
+			}
 			return d, nil
+		case sealed:
+			if e.closed.Load() {
+				return Decision{}, ErrClosed
+			}
+			e.waitReplaced(key)
+		case needLease:
+			if err := e.wait(ctx, e.c.request(ent, n)); err != nil {
+				return Decision{}, err
+			}
 		}
-		e.waitReplaced(key)
 	}
 }
+
+// granted follows a grant that crossed a soft mark (asks for the next
+// reservation, without waiting) or, in exact mode, waits until it is durable.
+func (e *Engine) granted(ctx context.Context, ent *entry) error {
+	b := e.c.request(ent, 0)
+	if e.exact {
+		return e.wait(ctx, b)
+	}
+	return nil
+}
+
+// wait waits for a batch of the committer.
+func (e *Engine) wait(ctx context.Context, b *batch) error {
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return fmt.Errorf("allot: waiting for the store: %w", ctx.Err())
+	}
+}
+
+// outcome says what a consume step did.
+type outcome uint8
+
+const (
+	done      outcome = iota // decided
+	sealed                   // the entry is being replaced: look the key up again
+	needLease                // the durable reservation is used up: reserve and retry
+)
 
 // waitReplaced waits until the administrative call that sealed key's entry
 // has published its replacement: it holds the stripe's lock until then.
@@ -181,37 +289,39 @@ func (e *Engine) waitReplaced(key string) {
 	e.m.Unlock(key) //nolint:staticcheck // an empty critical section is the point
 }
 
-// consume runs one Consume on ent. It reports false if ent was sealed: the
-// caller looks the key up again.
-func (e *Engine) consume(ent *entry, n int64) (Decision, bool) {
-	if ent.kind == 0 {
+// consume runs one Consume on ent.
+func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
+	if ent.kind() == 0 {
 		return e.consumeAlias(ent, n)
 	}
-	if ent.multi {
+	if ent.multi() {
 		return e.consumeMulti(ent, n)
 	}
-	l := lim{kind: ent.kind, quota: ent.quota, period: ent.period}
+	l := ent.lim0()
 	var now int64
 	if l.kind != KindCredits {
 		now = e.now()
-		if l.kind == KindMonth {
-			l.loc = ent.st.limits[0].loc
-		}
 	}
 	for {
 		w := atomic.LoadUint64(&ent.word)
 		if w&flagBits != 0 {
 			if w&revokedBit != 0 {
-				return Decision{Reason: Revoked}, true
+				return Decision{Reason: Revoked}, done
 			}
-			return Decision{}, false
+			return Decision{}, sealed
 		}
 		nw, ok, r := l.consume(w, n, now)
 		if !ok {
-			return decision(false, l.quota, r), true
+			return decision(false, l.quota, r), done
+		}
+		if !l.covered(nw, atomic.LoadUint64(&ent.lease.hard)) {
+			return Decision{}, needLease
 		}
 		if atomic.CompareAndSwapUint64(&ent.word, w, nw) {
-			return decision(true, l.quota, r), true
+			if l.low(nw, atomic.LoadUint64(&ent.lease.soft)) && !e.exact {
+				e.c.request(ent, 0)
+			}
+			return decision(true, l.quota, r), done
 		}
 	}
 }
@@ -231,7 +341,7 @@ func decision(ok bool, quota int64, r result) Decision {
 // mutex. The word of limit 0 is still updated by CAS, because Revoke sets its
 // flag without the mutex; it is written first, so a Revoke that gets in
 // between makes the whole step retry.
-func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, bool) {
+func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 	st := ent.st
 	now := e.now()
 	var vals [MaxLimits]uint64
@@ -242,11 +352,11 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, bool) {
 		if w&flagBits != 0 {
 			st.mu.Unlock()
 			if w&revokedBit != 0 {
-				return Decision{Reason: Revoked}, true
+				return Decision{Reason: Revoked}, done
 			}
-			return Decision{}, false
+			return Decision{}, sealed
 		}
-		allowed := true
+		allowed, covered, low := true, true, false
 		for i := range st.limits {
 			v := w
 			if i > 0 {
@@ -256,6 +366,15 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, bool) {
 			var ok bool
 			vals[i], ok, res[i] = l.consume(v, n, now)
 			allowed = allowed && ok
+			if ok {
+				m := &st.leases[i]
+				covered = covered && l.covered(vals[i], atomic.LoadUint64(&m.hard))
+				low = low || l.low(vals[i], atomic.LoadUint64(&m.soft))
+			}
+		}
+		if allowed && !covered {
+			st.mu.Unlock()
+			return Decision{}, needLease
 		}
 		if allowed && !atomic.CompareAndSwapUint64(&ent.word, w, vals[0]) {
 			continue
@@ -266,8 +385,11 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, bool) {
 			}
 		}
 		st.mu.Unlock()
+		if allowed && low && !e.exact {
+			e.c.request(ent, 0)
+		}
 		i := tightest(allowed, res[:len(st.limits)])
-		return decision(allowed, st.limits[i].quota, res[i]), true
+		return decision(allowed, st.limits[i].quota, res[i]), done
 	}
 }
 
@@ -294,25 +416,26 @@ func tightest(allowed bool, res []result) int {
 // consumeAlias consumes for a rotated-out key: from the counters of the key
 // it was rotated to, while its grace lasts and it is not revoked. The alias's
 // mutex makes the check of its flag and the consume one step with respect to
-// Revoke of the alias.
-func (e *Engine) consumeAlias(ent *entry, n int64) (Decision, bool) {
+// Revoke of the alias. It waits for the store (a sealed target, a used-up
+// reservation) only after letting the mutex go.
+func (e *Engine) consumeAlias(ent *entry, n int64) (Decision, outcome) {
 	st := ent.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	w := atomic.LoadUint64(&ent.word)
 	if w&revokedBit != 0 || e.now() >= st.alias.deadline {
-		return Decision{Reason: Revoked}, true
+		return Decision{Reason: Revoked}, done
 	}
-	for {
-		key, t := e.resolve(st.alias)
-		if t == nil {
-			return Decision{Reason: Revoked}, true
-		}
-		if d, ok := e.consume(t, n); ok {
-			return d, true
-		}
-		e.waitReplaced(key)
+	_, t := e.resolve(st.alias)
+	if t == nil {
+		return Decision{Reason: Revoked}, done
 	}
+	d, out := e.consume(t, n)
+	if out == needLease {
+		// Ask for the target's reservation here: the caller only knows ent.
+		e.c.request(t, n)
+	}
+	return d, out
 }
 
 // resolve follows a rotated-out key to the key that owns its counters.
@@ -323,7 +446,7 @@ func (e *Engine) resolve(a *alias) (string, *entry) {
 		if t == nil {
 			return key, nil
 		}
-		if t.kind != 0 {
+		if t.kind() != 0 {
 			return key, t
 		}
 		key = t.st.alias.target
@@ -349,7 +472,7 @@ func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
 		if ent == nil {
 			return fmt.Errorf("%w: refund", ErrUnknownKey)
 		}
-		if ent.kind == 0 {
+		if ent.kind() == 0 {
 			k, t := e.resolve(ent.st.alias)
 			if t == nil {
 				return nil
@@ -359,15 +482,20 @@ func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
 		if e.refund(ent, n) {
 			return nil
 		}
+		if e.closed.Load() {
+			return ErrClosed
+		}
 		e.waitReplaced(key)
 	}
 }
 
+// refund gives units back in memory. The reservations stay as they are: a
+// refund moves the value back inside them, so it never needs the store.
 func (e *Engine) refund(ent *entry, n int64) bool {
 	now := e.now()
 	st := ent.st
-	if !ent.multi {
-		l := st.limits[0].lim()
+	if !ent.multi() {
+		l := ent.lim0()
 		for {
 			w := atomic.LoadUint64(&ent.word)
 			if w&sealedBit != 0 {
@@ -407,281 +535,6 @@ func (e *Engine) lookup(key string) *entry {
 	return e.promote(key)
 }
 
-// beginAdmin starts an administrative call: it fails after Close, and keeps
-// Close waiting until endAdmin.
-func (e *Engine) beginAdmin(key string) error {
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	e.admin.RLock()
-	if e.closed.Load() {
-		e.admin.RUnlock()
-		return ErrClosed
-	}
-	return nil
-}
-
-func (e *Engine) endAdmin() { e.admin.RUnlock() }
-
-// Register adds key with the given limits, all full. A key that exists, even
-// revoked or rotated out, gives ErrKeyExists. With a Store, the key is
-// durable before Register returns.
-func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) error {
-	specs, err := validateLimits(limits)
-	if err != nil {
-		return err
-	}
-	if err := e.beginAdmin(key); err != nil {
-		return err
-	}
-	defer e.endAdmin()
-	if e.lookup(key) != nil {
-		return fmt.Errorf("%w: register", ErrKeyExists)
-	}
-	e.m.Lock(key)
-	defer e.m.Unlock(key)
-	if e.m.Load(key) != nil {
-		return fmt.Errorf("%w: register", ErrKeyExists)
-	}
-	now := e.now()
-	vals := make([]uint64, len(specs))
-	for i := range specs {
-		l := specs[i].lim()
-		vals[i] = l.initial(now)
-	}
-	ent := newEntry(&keyState{id: IDOf(key), limits: specs}, false, vals)
-	if err := e.save(ctx, &ent); err != nil {
-		return err
-	}
-	e.m.Store(key, ent)
-	return nil
-}
-
-// newEntry builds the entry for st with the given revoked flag and counter
-// values (none for a rotated-out key).
-func newEntry(st *keyState, revoked bool, vals []uint64) entry {
-	ent := entry{st: st}
-	if st.alias == nil {
-		s0 := &st.limits[0]
-		ent.kind, ent.quota, ent.period = s0.kind, s0.quota, s0.period
-		ent.multi = len(st.limits) > 1
-		st.more = make([]shard.Counter, len(st.limits)-1)
-		for i := 1; i < len(vals); i++ {
-			st.more[i-1].Store(vals[i])
-		}
-		ent.word = vals[0]
-	}
-	if revoked {
-		ent.word |= revokedBit
-	}
-	return ent
-}
-
-// Revoke revokes key. Once Revoke returns, every Consume of key is denied
-// with Reason Revoked; with a Store, this holds across restarts. Revoking
-// the key a key was rotated to also ends the old key's grace. Revoking a
-// revoked key does nothing.
-func (e *Engine) Revoke(ctx context.Context, key string) error {
-	if err := e.beginAdmin(key); err != nil {
-		return err
-	}
-	defer e.endAdmin()
-	if e.lookup(key) == nil {
-		return fmt.Errorf("%w: revoke", ErrUnknownKey)
-	}
-	e.m.Lock(key)
-	defer e.m.Unlock(key)
-	ent := e.m.Load(key)
-	if ent.kind == 0 {
-		ent.st.mu.Lock() // waits for the alias's in-flight Consume
-	}
-	for {
-		w := atomic.LoadUint64(&ent.word)
-		if w&revokedBit != 0 || atomic.CompareAndSwapUint64(&ent.word, w, w|revokedBit) {
-			break
-		}
-	}
-	if ent.kind == 0 {
-		ent.st.mu.Unlock()
-	}
-	// The flag is set in memory first: if the store fails, the key stays
-	// revoked in this process and the caller learns it may not be on disk.
-	return e.save(ctx, ent)
-}
-
-// seal freezes ent's words, so that no Consume or Refund changes them, and
-// returns the revoked flag and the value of each limit. The caller holds the
-// stripe's lock, publishes a replacement (or calls unseal), and so releases
-// the Consumes that wait on a sealed entry.
-func seal(ent *entry) (revoked bool, vals []uint64) {
-	st := ent.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	var w uint64
-	for {
-		w = atomic.LoadUint64(&ent.word)
-		if atomic.CompareAndSwapUint64(&ent.word, w, w|sealedBit) {
-			break
-		}
-	}
-	vals = make([]uint64, len(st.limits))
-	if len(vals) > 0 {
-		vals[0] = w & valueMask
-	}
-	for i := 1; i < len(vals); i++ {
-		vals[i] = st.more[i-1].Load()
-	}
-	return w&revokedBit != 0, vals
-}
-
-// unseal undoes seal after a failed change. Nothing else writes a sealed
-// word, so a plain store is safe.
-func unseal(ent *entry) {
-	atomic.StoreUint64(&ent.word, atomic.LoadUint64(&ent.word)&^sealedBit)
-}
-
-// change replaces key's entry with the result of f, which receives the
-// current entry's revoked flag and values. f returns the new keyState and
-// values, or an error, in which case nothing changes.
-func (e *Engine) change(ctx context.Context, key, op string, f func(ent *entry, revoked bool, vals []uint64) (*keyState, []uint64, error)) error {
-	if err := e.beginAdmin(key); err != nil {
-		return err
-	}
-	defer e.endAdmin()
-	if e.lookup(key) == nil {
-		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
-	}
-	e.m.Lock(key)
-	defer e.m.Unlock(key)
-	ent := e.m.Load(key)
-	if ent.kind == 0 {
-		return fmt.Errorf("%w: %s", ErrRotated, op)
-	}
-	revoked, vals := seal(ent)
-	st, nvals, err := f(ent, revoked, vals)
-	if err == nil {
-		st.track.Store(ent.st.track.Load())
-		ne := newEntry(st, revoked, nvals)
-		if err = e.save(ctx, &ne); err == nil {
-			e.m.Store(key, ne)
-			return nil
-		}
-	}
-	unseal(ent)
-	return err
-}
-
-// SetLimits replaces key's limits. Spending carries over between limits of
-// the same name and kind: a Credits limit keeps what was spent (so its new
-// balance is the new quota minus the units spent), a window keeps the units
-// used in the current window, a Rate keeps its debt. Other limits start
-// full. A revoked key stays revoked.
-func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) error {
-	specs, err := validateLimits(limits)
-	if err != nil {
-		return err
-	}
-	return e.change(ctx, key, "set limits", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
-		now := e.now()
-		old := ent.st.limits
-		nvals := make([]uint64, len(specs))
-		for i := range specs {
-			l := specs[i].lim()
-			nvals[i] = l.initial(now)
-			for j := range old {
-				if old[j].Name() == specs[i].Name() {
-					from := old[j].lim()
-					nvals[i] = l.carry(&from, vals[j], now)
-				}
-			}
-		}
-		return &keyState{id: ent.st.id, limits: specs}, nvals, nil
-	})
-}
-
-// TopUp adds n units to every Credits limit of key: to its balance and to
-// its quota. It returns ErrNoCredits if the key has none.
-func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
-	if err := checkAmount(n); err != nil {
-		return err
-	}
-	return e.change(ctx, key, "top up", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
-		specs := append([]spec(nil), ent.st.limits...)
-		nvals := append([]uint64(nil), vals...)
-		found := false
-		for i := range specs {
-			if specs[i].kind != KindCredits {
-				continue
-			}
-			found = true
-			if n > MaxCredits-specs[i].quota {
-				return nil, nil, fmt.Errorf("%w: top up %d: %s would exceed %d", ErrInvalidAmount, n, specs[i].Name(), int64(MaxCredits))
-			}
-			specs[i].quota += n
-			nvals[i] += uint64(n)
-		}
-		if !found {
-			return nil, nil, fmt.Errorf("%w: top up", ErrNoCredits)
-		}
-		return &keyState{id: ent.st.id, limits: specs}, nvals, nil
-	})
-}
-
-// Rotate replaces oldKey by newKey. newKey takes over oldKey's limits and
-// counters; oldKey keeps drawing on the same counters until grace has
-// passed, and is revoked from then on (at once if grace is 0). Revoke of
-// oldKey ends its grace early; Revoke of newKey ends both.
-func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.Duration) error {
-	if err := checkKey(newKey); err != nil {
-		return err
-	}
-	if grace < 0 {
-		return fmt.Errorf("%w: grace %v is negative", ErrInvalidAmount, grace)
-	}
-	if oldKey == newKey {
-		return fmt.Errorf("%w: rotate to the same key", ErrKeyExists)
-	}
-	if err := e.beginAdmin(oldKey); err != nil {
-		return err
-	}
-	defer e.endAdmin()
-	if e.lookup(oldKey) == nil {
-		return fmt.Errorf("%w: rotate", ErrUnknownKey)
-	}
-	if e.lookup(newKey) != nil {
-		return fmt.Errorf("%w: rotate", ErrKeyExists)
-	}
-	e.m.LockPair(oldKey, newKey)
-	defer e.m.UnlockPair(oldKey, newKey)
-	if e.m.Load(newKey) != nil {
-		return fmt.Errorf("%w: rotate", ErrKeyExists)
-	}
-	oe := e.m.Load(oldKey)
-	if oe.kind == 0 {
-		return fmt.Errorf("%w: rotate", ErrRotated)
-	}
-	revoked, vals := seal(oe)
-	if revoked {
-		unseal(oe)
-		return fmt.Errorf("%w: rotate", ErrKeyRevoked)
-	}
-	deadline := int64(math.MaxInt64)
-	if now := e.now(); grace < time.Duration(math.MaxInt64-now) {
-		deadline = now + int64(grace)
-	}
-	nst := &keyState{id: IDOf(newKey), limits: oe.st.limits}
-	ne := newEntry(nst, false, vals)
-	ast := &keyState{id: oe.st.id, alias: &alias{target: newKey, targetID: nst.id, deadline: deadline}}
-	ae := newEntry(ast, grace == 0, nil)
-	if err := e.save(ctx, &ne, &ae); err != nil {
-		unseal(oe)
-		return err
-	}
-	e.m.Store(newKey, ne)
-	e.m.Store(oldKey, ae)
-	return nil
-}
-
 // Status returns key's state without consuming.
 func (e *Engine) Status(key string) (Status, error) {
 	s, err := e.status(nil, key)
@@ -716,7 +569,7 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 		}
 		var s Status
 		now := e.now()
-		if ent.kind == 0 {
+		if ent.kind() == 0 {
 			a := ent.st.alias
 			s.RotatedOut, s.GraceUntil = true, time.Unix(0, a.deadline)
 			s.Revoked = atomic.LoadUint64(&ent.word)&revokedBit != 0 || now >= a.deadline
@@ -747,7 +600,7 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 // if ent is sealed (the values are then its final ones).
 func snapshot(ent *entry, vals *[MaxLimits]uint64) (revoked, ok bool) {
 	st := ent.st
-	if ent.multi {
+	if ent.multi() {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 	}
@@ -760,9 +613,10 @@ func snapshot(ent *entry, vals *[MaxLimits]uint64) (revoked, ok bool) {
 }
 
 // Close ends the engine: later calls return ErrClosed. With a Store, it
-// writes every key's counters and closes the store. Close waits for
-// administrative calls in flight. It is idempotent: calls after the first
-// return ErrClosed.
+// writes every key as it is, giving back the unused part of every
+// reservation, so that a restart loses nothing, then closes the store.
+// Close waits for administrative calls in flight. It is idempotent: calls
+// after the first return ErrClosed.
 func (e *Engine) Close() error {
 	e.admin.Lock()
 	defer e.admin.Unlock()
@@ -772,7 +626,15 @@ func (e *Engine) Close() error {
 	if e.store == nil {
 		return nil
 	}
-	err := e.flush(context.Background())
+	// Freeze every counter: a Consume in flight either got its CAS in
+	// before (and is written below) or sees the seal and returns ErrClosed.
+	e.m.Range(func(_ string, ent *entry) bool {
+		seal(ent)
+		return true
+	})
+	close(e.c.stop)
+	<-e.c.stopped
+	err := e.c.flushErr
 	if cerr := e.store.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("%w: close: %w", ErrStore, cerr)
 	}

@@ -24,8 +24,11 @@ func TestWordLayout(t *testing.T) {
 	if revokedBit&valueMask != 0 || sealedBit&valueMask != 0 || revokedBit == sealedBit {
 		t.Fatal("flags overlap the value")
 	}
-	if uint64(MaxCredits) != valueMask {
-		t.Fatalf("MaxCredits %d != value mask %d", int64(MaxCredits), valueMask)
+	if uint64(MaxCredits) > valueMask || uint64(MaxCredits) != quotaMask {
+		t.Fatalf("MaxCredits %d must fill the entry's quota field and fit a word", int64(MaxCredits))
+	}
+	if uint64(MaxWindowQuota) > quotaMask || uint64(KindRate)<<kindShift>>kindShift != uint64(KindRate) {
+		t.Fatal("quota and kind must fit the entry's qm field")
 	}
 	if (uint64(tagMask)<<tagShift|usedMask)&flagBits != 0 {
 		t.Fatal("window fields overlap the flags")

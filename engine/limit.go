@@ -42,8 +42,8 @@ const (
 	MaxKeyLen = 512
 	// MaxLimits is the most limits one key may have.
 	MaxLimits = 8
-	// MaxCredits is the largest Credits balance.
-	MaxCredits = 1<<62 - 1
+	// MaxCredits is the largest Credits balance, and the largest burst.
+	MaxCredits = 1<<55 - 1
 	// MaxWindowQuota is the largest quota of a PerWindow or PerMonth limit.
 	MaxWindowQuota = 1<<32 - 1
 	// MinWindow is the shortest PerWindow period; use Rate for finer limits.
@@ -169,6 +169,7 @@ func (l Limit) validate() (spec, error) {
 	if err := validName(l.Name()); err != nil {
 		return s, err
 	}
+	s.Limit.name = l.Name() // Status reports the name in use
 	if l.quota <= 0 {
 		return s, fmt.Errorf("%w: %s: quota %d must be positive", ErrInvalidLimit, l.Name(), l.quota)
 	}
@@ -194,7 +195,7 @@ func (l Limit) validate() (spec, error) {
 			return s, fmt.Errorf("%w: %s: rate %d per %v must be positive", ErrInvalidLimit, l.Name(), l.rate, l.period)
 		}
 		t := (int64(l.period) + l.rate - 1) / l.rate // round up: never faster than asked
-		if l.quota > math.MaxInt64/4/t {
+		if l.quota > MaxCredits || l.quota > math.MaxInt64/4/t {
 			return s, fmt.Errorf("%w: %s: burst %d times interval %v overflows", ErrInvalidLimit, l.Name(), l.quota, time.Duration(t))
 		}
 		s.period, s.tau = t, t*l.quota

@@ -14,6 +14,15 @@ type options struct {
 	shards   int
 	store    Store
 	badClock bool
+	lease    LeaseOptions
+	leaseSet bool
+}
+
+// WithLease sets how an engine with a Store makes grants durable (see
+// LeaseOptions). Default: what the Store suggests, else
+// DefaultLeaseOptions().
+func WithLease(o LeaseOptions) Option {
+	return func(op *options) { op.lease, op.leaseSet = o, true }
 }
 
 // WithClock makes the engine read the time from now instead of the system's
@@ -43,7 +52,7 @@ func defaultOptions() options {
 	for n < 4*runtime.GOMAXPROCS(0) {
 		n *= 2
 	}
-	return options{shards: n}
+	return options{shards: n, lease: DefaultLeaseOptions()}
 }
 
 func (o *options) validate() error {

@@ -15,8 +15,13 @@ import (
 // moves it under the raw key, leaving a forwarding alias behind. Until then
 // an unknown key costs one SHA-256 per call and creates no state.
 
-// record describes ent for the store.
-func record(ent *entry) Record {
+// record describes ent for the store, as a restart must see it: with
+// leases, every reserved unit counts as spent.
+func (e *Engine) record(ent *entry) Record {
+	return recordOf(ent, e.leased)
+}
+
+func recordOf(ent *entry, leased bool) Record {
 	st := ent.st
 	r := Record{ID: st.id}
 	var vals [MaxLimits]uint64
@@ -29,30 +34,17 @@ func record(ent *entry) Record {
 		return r
 	}
 	r.Revoked = revoked
-	r.Counters = append([]uint64(nil), vals[:len(st.limits)]...)
+	r.Counters = make([]uint64, len(st.limits))
 	r.Limits = make([]Limit, len(st.limits))
 	for i := range st.limits {
 		r.Limits[i] = st.limits[i].Limit
+		r.Counters[i] = worst(vals[i], atomic.LoadUint64(&ent.marks(i).hard), leased)
 	}
 	return r
 }
 
-// save writes ents to the store, if there is one.
-func (e *Engine) save(ctx context.Context, ents ...*entry) error {
-	if e.store == nil {
-		return nil
-	}
-	recs := make([]Record, len(ents))
-	for i, ent := range ents {
-		recs[i] = record(ent)
-	}
-	if err := e.store.Save(ctx, recs...); err != nil {
-		return fmt.Errorf("%w: %w", ErrStore, err)
-	}
-	return nil
-}
-
-// flush writes every key to the store, in batches.
+// flush writes every key to the store as it is, reservations given back.
+// Close calls it after sealing every entry, so nothing moves under it.
 func (e *Engine) flush(ctx context.Context) error {
 	const batch = 1024
 	recs := make([]Record, 0, batch)
@@ -61,7 +53,7 @@ func (e *Engine) flush(ctx context.Context) error {
 		if ent.st.alias != nil && ent.st.alias.forward {
 			return true
 		}
-		recs = append(recs, record(ent))
+		recs = append(recs, recordOf(ent, false))
 		if len(recs) == batch {
 			err = e.store.Save(ctx, recs...)
 			recs = recs[:0]
@@ -104,12 +96,19 @@ func (e *Engine) load(ctx context.Context) error {
 			st.limits, vals = specs, r.Counters
 		}
 		k := idKey(r.ID)
+		ent := e.newEntry(st, r.Revoked, vals, e.now())
+		if e.leased && st.alias == nil {
+			for i := range st.limits {
+				l := st.limits[i].lim()
+				*ent.marks(i) = l.exhausted(vals[i]) // reserved before the stop: spent
+			}
+		}
 		e.m.Lock(k)
 		defer e.m.Unlock(k)
 		if e.m.Load(k) == nil {
 			e.recovering.Add(1)
 		}
-		e.m.Store(k, newEntry(st, r.Revoked, vals))
+		e.m.Store(k, ent)
 		return nil
 	})
 	if err != nil {
@@ -147,8 +146,14 @@ func (e *Engine) promote(key string) *entry {
 	revoked, vals := seal(re)
 	st := &keyState{id: id, limits: re.st.limits, alias: re.st.alias}
 	st.track.Store(re.st.track.Load())
-	ne := e.m.Store(key, newEntry(st, revoked, vals))
-	e.m.Store(rk, newEntry(&keyState{id: id, alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true}}, false, nil))
+	now := e.now()
+	ent := e.newEntry(st, revoked, vals, now)
+	for i := range st.limits {
+		// The reservations move along: they are durable already.
+		*ent.marks(i) = leasePair{hard: atomic.LoadUint64(&re.marks(i).hard), soft: atomic.LoadUint64(&re.marks(i).soft)}
+	}
+	ne := e.m.Store(key, ent)
+	e.m.Store(rk, e.newEntry(&keyState{id: id, alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true}}, false, nil, now))
 	e.recovering.Add(-1)
 	return ne
 }

@@ -73,9 +73,10 @@ type slot[V any] struct {
 	node atomic.Pointer[Node[V]]
 }
 
-// Node is one key and its value. Its fields other than Value are immutable.
+// Node is one key and its value. Its key is immutable. (The key's hash is
+// kept in the table's slot, not here, so a node costs only the key header
+// beside its value.)
 type Node[V any] struct {
-	hash  uint64
 	key   string
 	Value V
 }
@@ -180,7 +181,7 @@ func (m *Map[V]) index(s *stripe[V]) int {
 func (m *Map[V]) Store(key string, v V) *V {
 	h := m.hash(key)
 	s := m.stripeOf(h)
-	n := &Node[V]{hash: h, key: cloneString(key), Value: v}
+	n := &Node[V]{key: cloneString(key), Value: v}
 	t := s.tab.Load()
 	free := int64(-1)
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
@@ -188,7 +189,7 @@ func (m *Map[V]) Store(key string, v V) *V {
 		if cur == nil {
 			break
 		}
-		if cur.hash == h && cur.key == key && cur != m.tomb {
+		if t.slots[i].hash.Load() == h && cur.key == key && cur != m.tomb {
 			n.key = cur.key // share the existing copy
 			t.slots[i].node.Store(n)
 			return &n.Value
@@ -205,7 +206,7 @@ func (m *Map[V]) Store(key string, v V) *V {
 		if 4*(s.live+s.dead+1) > 3*len(t.slots) {
 			t = s.grow(t, m.tomb)
 		}
-		insert(t, n)
+		insert(t, h, n)
 	}
 	s.live++
 	s.count.Add(1)
@@ -223,7 +224,7 @@ func (m *Map[V]) Delete(key string) bool {
 		if cur == nil {
 			return false
 		}
-		if cur.hash == h && cur.key == key && cur != m.tomb {
+		if t.slots[i].hash.Load() == h && cur.key == key && cur != m.tomb {
 			t.slots[i].node.Store(m.tomb)
 			s.live--
 			s.dead++
@@ -271,7 +272,7 @@ func (s *stripe[V]) grow(t *table[V], tomb *Node[V]) *table[V] {
 	nt := newTable[V](size)
 	for i := range t.slots {
 		if n := t.slots[i].node.Load(); n != nil && n != tomb {
-			insert(nt, n)
+			insert(nt, t.slots[i].hash.Load(), n)
 		}
 	}
 	s.dead = 0
@@ -279,10 +280,10 @@ func (s *stripe[V]) grow(t *table[V], tomb *Node[V]) *table[V] {
 	return nt
 }
 
-func insert[V any](t *table[V], n *Node[V]) {
-	for i := n.hash & t.mask; ; i = (i + 1) & t.mask {
+func insert[V any](t *table[V], h uint64, n *Node[V]) {
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		if t.slots[i].node.Load() == nil {
-			t.slots[i].hash.Store(n.hash)
+			t.slots[i].hash.Store(h)
 			t.slots[i].node.Store(n)
 			return
 		}

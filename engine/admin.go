@@ -1,0 +1,329 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/allot-go/allot/shard"
+)
+
+// beginAdmin starts an administrative call: it fails after Close, and keeps
+// Close waiting until endAdmin.
+func (e *Engine) beginAdmin(key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	e.admin.RLock()
+	if e.closed.Load() {
+		e.admin.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (e *Engine) endAdmin() { e.admin.RUnlock() }
+
+// newEntry builds the entry for st with the given revoked flag and values
+// (none for a rotated-out key). With leases, each limit gets a fresh
+// reservation beyond its value, which the caller makes durable (by saving
+// the entry) before it publishes it.
+func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) entry {
+	ent := entry{st: st}
+	if st.alias == nil {
+		s0 := &st.limits[0]
+		ent.qm = uint64(s0.quota) | uint64(s0.kind)<<kindShift
+		if len(st.limits) > 1 {
+			ent.qm |= 1 << multiShift
+			st.leases = make([]leasePair, len(st.limits))
+		}
+		ent.period = s0.period
+		st.more = make([]shard.Counter, len(st.limits)-1)
+		for i := 1; i < len(vals); i++ {
+			st.more[i-1].Store(vals[i])
+		}
+		ent.word = vals[0]
+		for i := range st.limits {
+			l := st.limits[i].lim()
+			m := l.unbounded()
+			if e.leased {
+				st.chunk = e.c.opts.MinChunk
+				m = l.reserve(vals[i], l.exhausted(vals[i]).hard, st.chunk, now)
+			}
+			*ent.marks(i) = m
+		}
+	}
+	if revoked {
+		ent.word |= revokedBit
+	}
+	return ent
+}
+
+// save makes ents' records durable, if there is a Store. The entries are not
+// published yet (or are sealed), so their records are built here.
+func (e *Engine) save(ents ...*entry) error {
+	if e.c == nil {
+		return nil
+	}
+	recs := make([]Record, len(ents))
+	for i, ent := range ents {
+		recs[i] = e.record(ent)
+	}
+	b := e.c.write(recs)
+	<-b.done // not ctx: a write that may still land must not be reported as not done
+	if b.err != nil {
+		return fmt.Errorf("%w: %w", ErrStore, b.err)
+	}
+	return nil
+}
+
+// Register adds key with the given limits, all full. A key that exists, even
+// revoked or rotated out, gives ErrKeyExists. With a Store, the key is
+// durable before Register returns.
+func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) error {
+	specs, err := validateLimits(limits)
+	if err != nil {
+		return err
+	}
+	if err := e.beginAdmin(key); err != nil {
+		return err
+	}
+	defer e.endAdmin()
+	if e.lookup(key) != nil {
+		return fmt.Errorf("%w: register", ErrKeyExists)
+	}
+	e.m.Lock(key)
+	defer e.m.Unlock(key)
+	if e.m.Load(key) != nil {
+		return fmt.Errorf("%w: register", ErrKeyExists)
+	}
+	now := e.now()
+	vals := make([]uint64, len(specs))
+	for i := range specs {
+		l := specs[i].lim()
+		vals[i] = l.initial(now)
+	}
+	ent := e.newEntry(&keyState{id: IDOf(key), limits: specs}, false, vals, now)
+	if err := e.save(&ent); err != nil {
+		return err
+	}
+	e.m.Store(key, ent)
+	return nil
+}
+
+// Revoke revokes key. Once Revoke returns, every Consume of key is denied
+// with Reason Revoked; with a Store, this holds across restarts. Revoking
+// the key a key was rotated to also ends the old key's grace. Revoking a
+// revoked key does nothing.
+func (e *Engine) Revoke(ctx context.Context, key string) error {
+	if err := e.beginAdmin(key); err != nil {
+		return err
+	}
+	defer e.endAdmin()
+	if e.lookup(key) == nil {
+		return fmt.Errorf("%w: revoke", ErrUnknownKey)
+	}
+	e.m.Lock(key)
+	defer e.m.Unlock(key)
+	ent := e.m.Load(key)
+	if ent.kind() == 0 {
+		ent.st.mu.Lock() // waits for the alias's in-flight Consume
+	}
+	for {
+		w := atomic.LoadUint64(&ent.word)
+		if w&revokedBit != 0 || atomic.CompareAndSwapUint64(&ent.word, w, w|revokedBit) {
+			break
+		}
+	}
+	if ent.kind() == 0 {
+		ent.st.mu.Unlock()
+	}
+	// The flag is set in memory first: if the store fails, the key stays
+	// revoked in this process and the caller learns it may not be on disk.
+	if e.c == nil {
+		return nil
+	}
+	b := e.c.request(ent, 0)
+	<-b.done
+	if b.err != nil {
+		return fmt.Errorf("%w: revoke: %w", ErrStore, b.err)
+	}
+	return nil
+}
+
+// seal freezes ent's words, so that no Consume or Refund changes them, and
+// returns the revoked flag and the value of each limit. The caller holds the
+// stripe's lock, publishes a replacement (or calls unseal), and so releases
+// the Consumes that wait on a sealed entry.
+func seal(ent *entry) (revoked bool, vals []uint64) {
+	st := ent.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var w uint64
+	for {
+		w = atomic.LoadUint64(&ent.word)
+		if atomic.CompareAndSwapUint64(&ent.word, w, w|sealedBit) {
+			break
+		}
+	}
+	vals = make([]uint64, len(st.limits))
+	if len(vals) > 0 {
+		vals[0] = w & valueMask
+	}
+	for i := 1; i < len(vals); i++ {
+		vals[i] = st.more[i-1].Load()
+	}
+	return w&revokedBit != 0, vals
+}
+
+// unseal undoes seal after a failed change. Nothing else writes a sealed
+// word, so a plain store is safe.
+func unseal(ent *entry) {
+	atomic.StoreUint64(&ent.word, atomic.LoadUint64(&ent.word)&^sealedBit)
+}
+
+// change replaces key's entry with the result of f, which receives the
+// current entry's revoked flag and values. f returns the new keyState and
+// values, or an error, in which case nothing changes.
+func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []uint64) (*keyState, []uint64, error)) error {
+	if err := e.beginAdmin(key); err != nil {
+		return err
+	}
+	defer e.endAdmin()
+	if e.lookup(key) == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
+	}
+	e.m.Lock(key)
+	defer e.m.Unlock(key)
+	ent := e.m.Load(key)
+	if ent.kind() == 0 {
+		return fmt.Errorf("%w: %s", ErrRotated, op)
+	}
+	revoked, vals := seal(ent)
+	st, nvals, err := f(ent, revoked, vals)
+	if err == nil {
+		st.track.Store(ent.st.track.Load())
+		ne := e.newEntry(st, revoked, nvals, e.now())
+		if err = e.save(&ne); err == nil {
+			e.m.Store(key, ne)
+			return nil
+		}
+	}
+	unseal(ent)
+	return err
+}
+
+// SetLimits replaces key's limits. Spending carries over between limits of
+// the same name and kind: a Credits limit keeps what was spent (so its new
+// balance is the new quota minus the units spent), a window keeps the units
+// used in the current window, a Rate keeps its debt. Other limits start
+// full. A revoked key stays revoked.
+func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) error {
+	specs, err := validateLimits(limits)
+	if err != nil {
+		return err
+	}
+	return e.change(key, "set limits", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
+		now := e.now()
+		old := ent.st.limits
+		nvals := make([]uint64, len(specs))
+		for i := range specs {
+			l := specs[i].lim()
+			nvals[i] = l.initial(now)
+			for j := range old {
+				if old[j].Name() == specs[i].Name() {
+					from := old[j].lim()
+					nvals[i] = l.carry(&from, vals[j], now)
+				}
+			}
+		}
+		return &keyState{id: ent.st.id, limits: specs}, nvals, nil
+	})
+}
+
+// TopUp adds n units to every Credits limit of key: to its balance and to
+// its quota. It returns ErrNoCredits if the key has none.
+func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
+	if err := checkAmount(n); err != nil {
+		return err
+	}
+	return e.change(key, "top up", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
+		specs := append([]spec(nil), ent.st.limits...)
+		nvals := append([]uint64(nil), vals...)
+		found := false
+		for i := range specs {
+			if specs[i].kind != KindCredits {
+				continue
+			}
+			found = true
+			if n > MaxCredits-specs[i].quota {
+				return nil, nil, fmt.Errorf("%w: top up %d: %s would exceed %d", ErrInvalidAmount, n, specs[i].Name(), int64(MaxCredits))
+			}
+			specs[i].quota += n
+			nvals[i] += uint64(n)
+		}
+		if !found {
+			return nil, nil, fmt.Errorf("%w: top up", ErrNoCredits)
+		}
+		return &keyState{id: ent.st.id, limits: specs}, nvals, nil
+	})
+}
+
+// Rotate replaces oldKey by newKey. newKey takes over oldKey's limits and
+// counters; oldKey keeps drawing on the same counters until grace has
+// passed, and is revoked from then on (at once if grace is 0). Revoke of
+// oldKey ends its grace early; Revoke of newKey ends both.
+func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.Duration) error {
+	if err := checkKey(newKey); err != nil {
+		return err
+	}
+	if grace < 0 {
+		return fmt.Errorf("%w: grace %v is negative", ErrInvalidAmount, grace)
+	}
+	if oldKey == newKey {
+		return fmt.Errorf("%w: rotate to the same key", ErrKeyExists)
+	}
+	if err := e.beginAdmin(oldKey); err != nil {
+		return err
+	}
+	defer e.endAdmin()
+	if e.lookup(oldKey) == nil {
+		return fmt.Errorf("%w: rotate", ErrUnknownKey)
+	}
+	if e.lookup(newKey) != nil {
+		return fmt.Errorf("%w: rotate", ErrKeyExists)
+	}
+	e.m.LockPair(oldKey, newKey)
+	defer e.m.UnlockPair(oldKey, newKey)
+	if e.m.Load(newKey) != nil {
+		return fmt.Errorf("%w: rotate", ErrKeyExists)
+	}
+	oe := e.m.Load(oldKey)
+	if oe.kind() == 0 {
+		return fmt.Errorf("%w: rotate", ErrRotated)
+	}
+	revoked, vals := seal(oe)
+	if revoked {
+		unseal(oe)
+		return fmt.Errorf("%w: rotate", ErrKeyRevoked)
+	}
+	now := e.now()
+	deadline := int64(math.MaxInt64)
+	if grace < time.Duration(math.MaxInt64-now) {
+		deadline = now + int64(grace)
+	}
+	nst := &keyState{id: IDOf(newKey), limits: oe.st.limits}
+	ne := e.newEntry(nst, false, vals, now)
+	ast := &keyState{id: oe.st.id, alias: &alias{target: newKey, targetID: nst.id, deadline: deadline}}
+	ast.track.Store(oe.st.track.Load())
+	ae := e.newEntry(ast, grace == 0, nil, now)
+	if err := e.save(&ne, &ae); err != nil {
+		unseal(oe)
+		return err
+	}
+	e.m.Store(newKey, ne)
+	e.m.Store(oldKey, ae)
+	return nil
+}

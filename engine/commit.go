@@ -1,0 +1,255 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// LeaseOptions say how an engine with a Store makes grants durable. A Store
+// may suggest them by implementing `LeaseOptions() LeaseOptions`;
+// WithLease overrides that.
+//
+// In lease mode (the default) a limit hands out units from a durable
+// reservation of MinChunk to MaxChunk units (its chunk), and the next
+// reservation is written in the background when half of the current one is
+// used. The chunk doubles while a key needs a new reservation within 100 ms
+// of the last, and halves when it needs one after more than 2 s. A crash
+// loses, per limit of each key in use, at most the unused rest of its
+// reservation: never more than MaxChunk units (for a Rate limit, MaxChunk
+// emission intervals), never a unit gained. A clean Close loses nothing.
+//
+// In exact mode every granted Consume is durable before it returns;
+// concurrent Consumes share one write and one sync (group commit).
+type LeaseOptions struct {
+	// MinChunk is the smallest reservation, and the first. Default 16.
+	MinChunk int64
+	// MaxChunk is the largest reservation, and so the most a crash can
+	// lose per limit of a key. Default 65536.
+	MaxChunk int64
+	// Exact makes every grant durable before Consume returns.
+	Exact bool
+}
+
+// DefaultLeaseOptions returns MinChunk 16, MaxChunk 65536, lease mode.
+func DefaultLeaseOptions() LeaseOptions { return LeaseOptions{MinChunk: 16, MaxChunk: 1 << 16} }
+
+func (o LeaseOptions) validate() error {
+	if o.MinChunk < 1 || o.MaxChunk < o.MinChunk || o.MaxChunk > 1<<40 {
+		return fmt.Errorf("%w: lease chunks %d to %d: need 1 <= MinChunk <= MaxChunk <= 2^40", ErrInvalidOption, o.MinChunk, o.MaxChunk)
+	}
+	return nil
+}
+
+// committer is the one goroutine that writes to the Store. Requests queue
+// up while it writes; each round writes all of them in one Save (one
+// synced transaction), then wakes everyone who waited for that round.
+// Records of live entries are built when the round starts, from memory, so a
+// later round never writes an older state of a key than an earlier one, and
+// a reservation is raised in memory only after its round is durable.
+type committer struct {
+	e    *Engine
+	opts LeaseOptions
+
+	mu       sync.Mutex
+	pending  []*entry // live entries to write (reservations, revocations, exact grants)
+	explicit []Record // records of entries not yet published (administrative changes)
+	cur      *batch   // the round the next request joins
+	closed   bool
+	wake     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+
+	rounds, records atomic.Int64
+	flushErr        error // the last round's, read by Close after stopped
+}
+
+// batch is one round of the committer.
+type batch struct {
+	done chan struct{}
+	err  error
+}
+
+func newBatch() *batch { return &batch{done: make(chan struct{})} }
+
+func newCommitter(e *Engine, o LeaseOptions) *committer {
+	return &committer{e: e, opts: o, cur: newBatch(), wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), stopped: make(chan struct{})}
+}
+
+var closedBatch = func() *batch {
+	b := &batch{done: make(chan struct{}), err: ErrClosed}
+	close(b.done)
+	return b
+}()
+
+// request asks for ent's record to be written (with a new reservation, in
+// lease mode, of at least want units) and returns the round that will.
+func (c *committer) request(ent *entry, want int64) *batch {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return closedBatch
+	}
+	st := ent.st
+	if !st.queued {
+		st.queued = true
+		c.pending = append(c.pending, ent)
+	}
+	st.want = max(st.want, want)
+	b := c.cur
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return b
+}
+
+// write queues records built by an administrative call.
+func (c *committer) write(recs []Record) *batch {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return closedBatch
+	}
+	c.explicit = append(c.explicit, recs...)
+	b := c.cur
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return b
+}
+
+func (c *committer) run() {
+	defer close(c.stopped)
+	for {
+		select {
+		case <-c.wake:
+			c.round(false)
+		case <-c.stop:
+			c.round(true)
+			return
+		}
+	}
+}
+
+type raise struct {
+	ent   *entry
+	marks [MaxLimits]leasePair
+}
+
+// round writes what has queued up. The last round (at Close) writes every
+// key as it is instead: Close has sealed them all.
+func (c *committer) round(last bool) {
+	c.mu.Lock()
+	pend, expl, b := c.pending, c.explicit, c.cur
+	c.pending, c.explicit = nil, nil
+	wants := make([]int64, len(pend))
+	for i, ent := range pend {
+		ent.st.queued = false
+		wants[i], ent.st.want = ent.st.want, 0
+	}
+	if last {
+		c.closed = true
+	} else {
+		c.cur = newBatch()
+	}
+	c.mu.Unlock()
+	defer close(b.done)
+	if last {
+		b.err = c.e.flush(context.Background())
+		c.flushErr = b.err
+		return
+	}
+	if len(pend)+len(expl) == 0 {
+		return
+	}
+	now := c.e.now()
+	recs := expl
+	raises := make([]raise, 0, len(pend))
+	for i, ent := range pend {
+		rec, r, ok := c.build(ent, wants[i], now)
+		if !ok {
+			continue
+		}
+		recs = append(recs, rec)
+		if r.ent != nil {
+			raises = append(raises, r)
+		}
+	}
+	if len(recs) == 0 {
+		return
+	}
+	if err := c.e.store.Save(context.Background(), recs...); err != nil {
+		b.err = err
+		return
+	}
+	c.rounds.Add(1)
+	c.records.Add(int64(len(recs)))
+	for _, r := range raises {
+		for i := range r.ent.st.limits {
+			m := r.ent.marks(i)
+			atomic.StoreUint64(&m.hard, r.marks[i].hard)
+			atomic.StoreUint64(&m.soft, r.marks[i].soft)
+		}
+	}
+}
+
+// build returns the record of a live entry and, in lease mode, the
+// reservation it makes durable. A sealed entry is skipped: the call that
+// sealed it writes its successor.
+func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
+	st := ent.st
+	if st.alias != nil || !c.e.leased {
+		var vals [MaxLimits]uint64
+		if _, ok := snapshot(ent, &vals); !ok {
+			return Record{}, raise{}, false
+		}
+		return recordOf(ent, false), raise{}, true
+	}
+	var vals [MaxLimits]uint64
+	revoked, ok := snapshot(ent, &vals)
+	if !ok {
+		return Record{}, raise{}, false
+	}
+	switch since := now - st.lastReserve; {
+	case st.lastReserve == 0:
+		st.chunk = max(st.chunk, c.opts.MinChunk)
+	case since < int64(100*time.Millisecond):
+		st.chunk = min(2*st.chunk, c.opts.MaxChunk)
+	case since > int64(2*time.Second):
+		st.chunk = max(st.chunk/2, c.opts.MinChunk)
+	}
+	st.lastReserve = now
+	chunk := max(st.chunk, want)
+	r := raise{ent: ent}
+	rec := Record{ID: st.id, Revoked: revoked, Limits: make([]Limit, len(st.limits)), Counters: make([]uint64, len(st.limits))}
+	for i := range st.limits {
+		l := st.limits[i].lim()
+		r.marks[i] = l.reserve(vals[i], atomic.LoadUint64(&ent.marks(i).hard), chunk, now)
+		rec.Limits[i] = st.limits[i].Limit
+		rec.Counters[i] = r.marks[i].hard
+	}
+	return rec, r, true
+}
+
+// StoreStats counts the committer's work.
+type StoreStats struct {
+	// Rounds is the number of Saves (each one synced transaction).
+	Rounds int64
+	// Records is the number of key records written.
+	Records int64
+}
+
+// StoreStats returns the committer's counts; zero without a Store.
+func (e *Engine) StoreStats() StoreStats {
+	if e.c == nil {
+		return StoreStats{}
+	}
+	return StoreStats{Rounds: e.c.rounds.Load(), Records: e.c.records.Load()}
+}

@@ -1,0 +1,112 @@
+package engine
+
+// Leases (hi/lo reservations). With a Store, a unit is granted only inside a
+// reservation that is already durable, so a crash can lose reserved units
+// (an under-grant) but never grant one that was not reserved. Each limit has
+// two marks, in the same encoding as its value:
+//
+//	hard: how far the value may move. Credits: the lowest balance
+//	      reserved; windows: the window and the highest count reserved in
+//	      it; Rate: the latest theoretical arrival time reserved.
+//	soft: when the value passes it, the next reservation is written in the
+//	      background, before the hard mark is reached.
+//
+// The record a Store keeps holds the hard marks: on a restart every reserved
+// unit counts as spent. Without a Store (or in exact mode) the marks are
+// unbounded and never bind.
+
+// noLease is the unbounded mark of windows and the soft mark that never
+// fires; for Credits the unbounded marks are 0, for Rate valueMask.
+const noLease = ^uint64(0)
+
+// leasePair holds one limit's marks. Accessed atomically only.
+type leasePair struct {
+	hard, soft uint64
+}
+
+// unbounded returns marks that never bind and never fire.
+func (l *lim) unbounded() leasePair {
+	switch l.kind {
+	case KindCredits:
+		return leasePair{hard: 0, soft: 0}
+	case KindRate:
+		return leasePair{hard: valueMask, soft: valueMask}
+	}
+	return leasePair{hard: noLease, soft: noLease}
+}
+
+// exhausted returns marks with no headroom at value v: the state after a
+// restart, when everything reserved counts as spent.
+func (l *lim) exhausted(v uint64) leasePair {
+	return leasePair{hard: v, soft: noLeaseSoft(l.kind)}
+}
+
+func noLeaseSoft(k Kind) uint64 {
+	switch k {
+	case KindCredits:
+		return 0
+	case KindRate:
+		return valueMask
+	}
+	return noLease
+}
+
+// covered reports whether value nv lies inside the reservation hard.
+func (l *lim) covered(nv, hard uint64) bool {
+	switch l.kind {
+	case KindCredits:
+		return nv >= hard
+	case KindRate:
+		return nv <= hard
+	}
+	return hard == noLease || (nv>>tagShift == hard>>tagShift && nv&usedMask <= hard&usedMask)
+}
+
+// low reports whether value nv has passed the soft mark: time to reserve.
+func (l *lim) low(nv, soft uint64) bool {
+	switch l.kind {
+	case KindCredits:
+		return nv < soft
+	case KindRate:
+		return nv > soft
+	}
+	return soft != noLease && (nv>>tagShift != soft>>tagShift || nv&usedMask > soft&usedMask)
+}
+
+// reserve returns the marks of a new reservation of chunk units beyond value
+// v at now. The new hard mark is never tighter than old: a reservation only
+// ever grows.
+func (l *lim) reserve(v uint64, old uint64, chunk, now int64) leasePair {
+	switch l.kind {
+	case KindCredits:
+		c := uint64(min(chunk, int64(v)))
+		hard := min(v-c, old)
+		return leasePair{hard: hard, soft: hard + (v-hard)/2}
+	case KindRate:
+		t := max(int64(v), now)
+		span := chunk * l.period
+		hard := max(uint64(min(t+span, int64(valueMask))), old)
+		return leasePair{hard: hard, soft: hard - uint64(span/2)}
+	}
+	used, tag, _ := l.window(v, now)
+	top := min(used+chunk, l.quota)
+	if old>>tagShift&tagMask == tag && old != noLease {
+		top = max(top, int64(old&usedMask))
+	}
+	hard := tag<<tagShift | uint64(top)
+	if top >= l.quota {
+		return leasePair{hard: hard, soft: noLease} // the whole window is reserved
+	}
+	return leasePair{hard: hard, soft: tag<<tagShift | uint64(top-(top-used)/2)}
+}
+
+// worst is the value a restart must assume for a limit with value v and
+// hard mark hard: with leases, everything reserved counts as spent; without
+// (no Store, or exact mode, where every grant is durable before it returns)
+// the value itself.
+func worst(v, hard uint64, leased bool) uint64 {
+	if leased {
+		return hard
+	}
+	return v
+}

@@ -1,0 +1,14 @@
+package persist
+
+import (
+	"github.com/allot-go/allot/engine"
+	"github.com/dgraph-io/badger/v4"
+)
+
+func (s *Store) SetFormatForTest(v byte) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaVersion, []byte{v}) })
+}
+
+func (s *Store) PutRawForTest(id engine.KeyID, v []byte) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(dbKey(id), v) })
+}
