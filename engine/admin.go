@@ -31,22 +31,25 @@ func (e *Engine) endAdmin() { e.admin.RUnlock() }
 // reservation beyond its value, which the caller makes durable (by saving
 // the entry) before it publishes it.
 func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) entry {
+	if e.c == nil && st.alias == nil && len(st.limits()) == 1 && st.track.Load() == nil {
+		// Nothing of the keyState is the key's own: share its plan's.
+		st = st.plan.shared
+	}
 	ent := entry{st: st}
 	if st.alias == nil {
-		s0 := &st.limits[0]
+		s0 := &st.limits()[0]
 		ent.qm = uint64(s0.quota) | uint64(s0.kind)<<kindShift
-		if len(st.limits) > 1 {
+		if n := len(st.limits()); n > 1 {
 			ent.qm |= 1 << multiShift
-			st.leases = make([]leasePair, len(st.limits))
+			st.ms = &multiState{more: make([]shard.Counter, n-1), leases: make([]leasePair, n)}
+			for i := 1; i < n; i++ {
+				st.ms.more[i-1].Store(vals[i])
+			}
 		}
 		ent.period = s0.period
-		st.more = make([]shard.Counter, len(st.limits)-1)
-		for i := 1; i < len(vals); i++ {
-			st.more[i-1].Store(vals[i])
-		}
 		ent.word = vals[0]
-		for i := range st.limits {
-			l := st.limits[i].lim()
+		for i := range st.limits() {
+			l := st.limits()[i].lim()
 			m := l.unbounded()
 			if e.leased {
 				st.chunk = e.c.opts.MinChunk
@@ -61,15 +64,15 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 	return ent
 }
 
-// save makes ents' records durable, if there is a Store. The entries are not
-// published yet (or are sealed), so their records are built here.
-func (e *Engine) save(ents ...*entry) error {
+// save makes the records of entries not published yet (or sealed) durable,
+// if there is a Store: keys[i] is the key of ents[i].
+func (e *Engine) save(keys []string, ents ...*entry) error {
 	if e.c == nil {
 		return nil
 	}
 	recs := make([]Record, len(ents))
 	for i, ent := range ents {
-		recs[i] = e.record(ent)
+		recs[i] = recordOf(ent, idOfKey(keys[i]), e.leased)
 	}
 	b := e.c.write(recs)
 	<-b.done // not ctx: a write that may still land must not be reported as not done
@@ -105,8 +108,8 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 		l := specs[i].lim()
 		vals[i] = l.initial(now)
 	}
-	ent := e.newEntry(&keyState{id: IDOf(key), limits: specs}, false, vals, now)
-	if err := e.save(&ent); err != nil {
+	ent := e.newEntry(&keyState{plan: e.intern(specs)}, false, vals, now)
+	if err := e.save([]string{key}, &ent); err != nil {
 		return err
 	}
 	e.m.Store(key, ent)
@@ -168,12 +171,12 @@ func seal(ent *entry) (revoked bool, vals []uint64) {
 			break
 		}
 	}
-	vals = make([]uint64, len(st.limits))
+	vals = make([]uint64, len(st.limits()))
 	if len(vals) > 0 {
 		vals[0] = w & valueMask
 	}
 	for i := 1; i < len(vals); i++ {
-		vals[i] = st.more[i-1].Load()
+		vals[i] = st.ms.more[i-1].Load()
 	}
 	return w&revokedBit != 0, vals
 }
@@ -206,7 +209,7 @@ func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []
 	if err == nil {
 		st.track.Store(ent.st.track.Load())
 		ne := e.newEntry(st, revoked, nvals, e.now())
-		if err = e.save(&ne); err == nil {
+		if err = e.save([]string{key}, &ne); err == nil {
 			e.m.Store(key, ne)
 			return nil
 		}
@@ -227,7 +230,7 @@ func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) err
 	}
 	return e.change(key, "set limits", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
 		now := e.now()
-		old := ent.st.limits
+		old := ent.st.limits()
 		nvals := make([]uint64, len(specs))
 		for i := range specs {
 			l := specs[i].lim()
@@ -239,7 +242,7 @@ func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) err
 				}
 			}
 		}
-		return &keyState{id: ent.st.id, limits: specs}, nvals, nil
+		return &keyState{plan: e.intern(specs)}, nvals, nil
 	})
 }
 
@@ -250,7 +253,7 @@ func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
 		return err
 	}
 	return e.change(key, "top up", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
-		specs := append([]spec(nil), ent.st.limits...)
+		specs := append([]spec(nil), ent.st.limits()...)
 		nvals := append([]uint64(nil), vals...)
 		found := false
 		for i := range specs {
@@ -267,7 +270,7 @@ func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
 		if !found {
 			return nil, nil, fmt.Errorf("%w: top up", ErrNoCredits)
 		}
-		return &keyState{id: ent.st.id, limits: specs}, nvals, nil
+		return &keyState{plan: e.intern(specs)}, nvals, nil
 	})
 }
 
@@ -314,12 +317,12 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	if grace < time.Duration(math.MaxInt64-now) {
 		deadline = now + int64(grace)
 	}
-	nst := &keyState{id: IDOf(newKey), limits: oe.st.limits}
+	nst := &keyState{plan: oe.st.plan}
 	ne := e.newEntry(nst, false, vals, now)
-	ast := &keyState{id: oe.st.id, alias: &alias{target: newKey, targetID: nst.id, deadline: deadline}}
+	ast := &keyState{alias: &alias{target: newKey, targetID: IDOf(newKey), deadline: deadline}}
 	ast.track.Store(oe.st.track.Load())
 	ae := e.newEntry(ast, grace == 0, nil, now)
-	if err := e.save(&ne, &ae); err != nil {
+	if err := e.save([]string{newKey, oldKey}, &ne, &ae); err != nil {
 		unseal(oe)
 		return err
 	}

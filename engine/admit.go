@@ -56,11 +56,21 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 func (e *Engine) tracker(key string) *tracker {
 	e.m.Lock(key)
 	defer e.m.Unlock(key)
-	st := e.m.Load(key).st
+	ent := e.m.Load(key)
+	st := ent.st
 	if t := st.track.Load(); t != nil {
 		return t
 	}
 	t := new(tracker)
+	if st == sharedOf(st) {
+		// The key shares its state with others of its plan: give it its
+		// own, by the same seal-and-replace as any change.
+		revoked, vals := seal(ent)
+		own := &keyState{plan: st.plan}
+		own.track.Store(t)
+		e.m.Store(key, e.newEntry(own, revoked, vals, e.now()))
+		return t
+	}
 	st.track.Store(t)
 	return t
 }

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/allot-go/allot/shard"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +194,7 @@ func (c *committer) round(last bool) {
 	c.rounds.Add(1)
 	c.records.Add(int64(len(recs)))
 	for _, r := range raises {
-		for i := range r.ent.st.limits {
+		for i := range r.ent.st.limits() {
 			m := r.ent.marks(i)
 			atomic.StoreUint64(&m.hard, r.marks[i].hard)
 			atomic.StoreUint64(&m.soft, r.marks[i].soft)
@@ -210,7 +212,7 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 		if _, ok := snapshot(ent, &vals); !ok {
 			return Record{}, raise{}, false
 		}
-		return recordOf(ent, false), raise{}, true
+		return recordOf(ent, idOfKey(shard.KeyOf(ent)), false), raise{}, true
 	}
 	var vals [MaxLimits]uint64
 	revoked, ok := snapshot(ent, &vals)
@@ -228,11 +230,11 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	st.lastReserve = now
 	chunk := max(st.chunk, want)
 	r := raise{ent: ent}
-	rec := Record{ID: st.id, Revoked: revoked, Limits: make([]Limit, len(st.limits)), Counters: make([]uint64, len(st.limits))}
-	for i := range st.limits {
-		l := st.limits[i].lim()
+	rec := Record{ID: idOfKey(shard.KeyOf(ent)), Revoked: revoked, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
+	for i := range st.limits() {
+		l := st.limits()[i].lim()
 		r.marks[i] = l.reserve(vals[i], atomic.LoadUint64(&ent.marks(i).hard), chunk, now)
-		rec.Limits[i] = st.limits[i].Limit
+		rec.Limits[i] = st.limits()[i].Limit
 		rec.Counters[i] = r.marks[i].hard
 	}
 	return rec, r, true

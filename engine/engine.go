@@ -44,6 +44,7 @@ type Engine struct {
 	admin  sync.RWMutex // held shared by administrative calls, exclusively by Close
 
 	recovering atomic.Int64 // recovered keys not yet seen under their raw key
+	plans      sync.Map     // planKey -> *plan
 }
 
 // entry is a key's record in the map. With the map node's key header it is
@@ -73,19 +74,49 @@ func (ent *entry) quota() int64 { return int64(ent.qm & quotaMask) }
 // together, never changed in place, apart from counters, marks and the
 // committer's bookkeeping.
 type keyState struct {
-	mu     sync.Mutex // serialises Consume of multi-limit and rotated-out keys with changes
-	id     KeyID
-	limits []spec
-	more   []shard.Counter // values of limits[1:]
-	leases []leasePair     // marks of every limit of a multi-limit key
-	alias  *alias
-	track  atomic.Pointer[tracker] // requests in flight (Admit); kept across changes
+	mu    sync.Mutex // serialises Consume of multi-limit and rotated-out keys with changes
+	plan  *plan      // the limits; shared by every key with the same ones
+	ms    *multiState
+	alias *alias
+	track atomic.Pointer[tracker] // requests in flight (Admit); kept across changes
 
 	// Guarded by the committer's mutex.
 	queued bool
 	want   int64
 	// Owned by the committer goroutine.
 	chunk, lastReserve int64
+}
+
+// limits returns the key's limits; none for a rotated-out key.
+func (st *keyState) limits() []spec {
+	if st.plan == nil {
+		return nil
+	}
+	return st.plan.limits
+}
+
+// plan is a validated list of limits. Plans are interned: keys registered
+// with the same limits share one.
+type plan struct {
+	limits []spec
+	// shared is the keyState of every in-memory single-limit key of this
+	// plan that needs nothing of its own (no tracker, not rotated out, no
+	// Store): its fields are the plan and a mutex, which seal may share.
+	shared *keyState
+}
+
+// sharedOf returns the shared keyState of st's plan, if st could have one.
+func sharedOf(st *keyState) *keyState {
+	if st.plan == nil {
+		return nil
+	}
+	return st.plan.shared
+}
+
+// multiState holds what only a key with several limits needs.
+type multiState struct {
+	more   []shard.Counter // values of limits[1:]
+	leases []leasePair     // marks of every limit
 }
 
 // tracker counts a key's admitted requests that are still running.
@@ -107,7 +138,7 @@ type alias struct {
 func (ent *entry) lim0() lim {
 	l := lim{kind: ent.kind(), quota: ent.quota(), period: ent.period}
 	if l.kind == KindMonth {
-		l.loc = ent.st.limits[0].loc
+		l.loc = ent.st.limits()[0].loc
 	}
 	return l
 }
@@ -115,7 +146,7 @@ func (ent *entry) lim0() lim {
 // marks returns the lease marks of limit i.
 func (ent *entry) marks(i int) *leasePair {
 	if ent.multi() {
-		return &ent.st.leases[i]
+		return &ent.st.ms.leases[i]
 	}
 	return &ent.lease
 }
@@ -357,17 +388,17 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 			return Decision{}, sealed
 		}
 		allowed, covered, low := true, true, false
-		for i := range st.limits {
+		for i := range st.limits() {
 			v := w
 			if i > 0 {
-				v = st.more[i-1].Load()
+				v = st.ms.more[i-1].Load()
 			}
-			l := st.limits[i].lim()
+			l := st.limits()[i].lim()
 			var ok bool
 			vals[i], ok, res[i] = l.consume(v, n, now)
 			allowed = allowed && ok
 			if ok {
-				m := &st.leases[i]
+				m := &st.ms.leases[i]
 				covered = covered && l.covered(vals[i], atomic.LoadUint64(&m.hard))
 				low = low || l.low(vals[i], atomic.LoadUint64(&m.soft))
 			}
@@ -380,16 +411,16 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 			continue
 		}
 		if allowed {
-			for i := 1; i < len(st.limits); i++ {
-				st.more[i-1].Store(vals[i])
+			for i := 1; i < len(st.limits()); i++ {
+				st.ms.more[i-1].Store(vals[i])
 			}
 		}
 		st.mu.Unlock()
 		if allowed && low && !e.exact {
 			e.c.request(ent, 0)
 		}
-		i := tightest(allowed, res[:len(st.limits)])
-		return decision(allowed, st.limits[i].quota, res[i]), done
+		i := tightest(allowed, res[:len(st.limits())])
+		return decision(allowed, st.limits()[i].quota, res[i]), done
 	}
 }
 
@@ -514,13 +545,13 @@ func (e *Engine) refund(ent *entry, n int64) bool {
 		if w&sealedBit != 0 {
 			return false
 		}
-		l := st.limits[0].lim()
+		l := st.limits()[0].lim()
 		if !atomic.CompareAndSwapUint64(&ent.word, w, l.refund(w&valueMask, n, now)|w&revokedBit) {
 			continue
 		}
-		for i := 1; i < len(st.limits); i++ {
-			l := st.limits[i].lim()
-			st.more[i-1].Store(l.refund(st.more[i-1].Load(), n, now))
+		for i := 1; i < len(st.limits()); i++ {
+			l := st.limits()[i].lim()
+			st.ms.more[i-1].Store(l.refund(st.ms.more[i-1].Load(), n, now))
 		}
 		return true
 	}
@@ -586,10 +617,10 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 			continue
 		}
 		s.Revoked = s.Revoked || revoked
-		for i := range ent.st.limits {
-			l := ent.st.limits[i].lim()
+		for i := range ent.st.limits() {
+			l := ent.st.limits()[i].lim()
 			r := l.peek(vals[i], now)
-			dst = append(dst, LimitStatus{Limit: ent.st.limits[i].Limit, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)})
+			dst = append(dst, LimitStatus{Limit: ent.st.limits()[i].Limit, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)})
 		}
 		s.Limits = dst
 		return s, nil
@@ -606,8 +637,8 @@ func snapshot(ent *entry, vals *[MaxLimits]uint64) (revoked, ok bool) {
 	}
 	w := atomic.LoadUint64(&ent.word)
 	vals[0] = w & valueMask
-	for i := 1; i < len(st.limits); i++ {
-		vals[i] = st.more[i-1].Load()
+	for i := 1; i < len(st.limits()); i++ {
+		vals[i] = st.ms.more[i-1].Load()
 	}
 	return w&revokedBit != 0, w&sealedBit == 0
 }

@@ -239,3 +239,23 @@ func validateLimits(ls []Limit) ([]spec, error) {
 	}
 	return out, nil
 }
+
+// planKey identifies a list of limits, for interning.
+type planKey struct {
+	n int
+	s [MaxLimits]spec
+}
+
+// intern returns the shared plan for specs: keys with the same limits share
+// one, so a million keys of one tier cost one list of limits.
+func (e *Engine) intern(specs []spec) *plan {
+	var k planKey
+	k.n = copy(k.s[:], specs)
+	if p, ok := e.plans.Load(k); ok {
+		return p.(*plan)
+	}
+	np := &plan{limits: specs}
+	np.shared = &keyState{plan: np}
+	p, _ := e.plans.LoadOrStore(k, np)
+	return p.(*plan)
+}

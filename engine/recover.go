@@ -15,15 +15,21 @@ import (
 // moves it under the raw key, leaving a forwarding alias behind. Until then
 // an unknown key costs one SHA-256 per call and creates no state.
 
-// record describes ent for the store, as a restart must see it: with
-// leases, every reserved unit counts as spent.
-func (e *Engine) record(ent *entry) Record {
-	return recordOf(ent, e.leased)
+// idOfKey returns the KeyID of a map key: the digest of a raw key, or the
+// ID a recovered record is held under.
+func idOfKey(key string) KeyID {
+	if len(key) == 1+len(KeyID{}) && key[0] == recoveredPrefix[0] {
+		return KeyID([]byte(key[1:]))
+	}
+	return IDOf(key)
 }
 
-func recordOf(ent *entry, leased bool) Record {
+// recordOf describes ent, the entry of the key with the given ID, for the
+// store, as a restart must see it: with leases, every reserved unit counts
+// as spent.
+func recordOf(ent *entry, id KeyID, leased bool) Record {
 	st := ent.st
-	r := Record{ID: st.id}
+	r := Record{ID: id}
 	var vals [MaxLimits]uint64
 	revoked, _ := snapshot(ent, &vals)
 	if st.alias != nil {
@@ -34,10 +40,10 @@ func recordOf(ent *entry, leased bool) Record {
 		return r
 	}
 	r.Revoked = revoked
-	r.Counters = make([]uint64, len(st.limits))
-	r.Limits = make([]Limit, len(st.limits))
-	for i := range st.limits {
-		r.Limits[i] = st.limits[i].Limit
+	r.Counters = make([]uint64, len(st.limits()))
+	r.Limits = make([]Limit, len(st.limits()))
+	for i := range st.limits() {
+		r.Limits[i] = st.limits()[i].Limit
 		r.Counters[i] = worst(vals[i], atomic.LoadUint64(&ent.marks(i).hard), leased)
 	}
 	return r
@@ -49,11 +55,11 @@ func (e *Engine) flush(ctx context.Context) error {
 	const batch = 1024
 	recs := make([]Record, 0, batch)
 	var err error
-	e.m.Range(func(_ string, ent *entry) bool {
+	e.m.Range(func(key string, ent *entry) bool {
 		if ent.st.alias != nil && ent.st.alias.forward {
 			return true
 		}
-		recs = append(recs, recordOf(ent, false))
+		recs = append(recs, recordOf(ent, idOfKey(key), false))
 		if len(recs) == batch {
 			err = e.store.Save(ctx, recs...)
 			recs = recs[:0]
@@ -72,7 +78,7 @@ func (e *Engine) flush(ctx context.Context) error {
 // load reads every record of the store into the map under its ID.
 func (e *Engine) load(ctx context.Context) error {
 	err := e.store.Load(ctx, func(r Record) error {
-		st := &keyState{id: r.ID}
+		st := &keyState{}
 		var vals []uint64
 		if r.RotatedTo != nil {
 			deadline := int64(math.MaxInt64)
@@ -93,13 +99,13 @@ func (e *Engine) load(ctx context.Context) error {
 					return fmt.Errorf("%w: record %x: counter %d out of range", ErrStore, r.ID[:4], i)
 				}
 			}
-			st.limits, vals = specs, r.Counters
+			st.plan, vals = e.intern(specs), r.Counters
 		}
 		k := idKey(r.ID)
 		ent := e.newEntry(st, r.Revoked, vals, e.now())
 		if e.leased && st.alias == nil {
-			for i := range st.limits {
-				l := st.limits[i].lim()
+			for i := range st.limits() {
+				l := st.limits()[i].lim()
 				*ent.marks(i) = l.exhausted(vals[i]) // reserved before the stop: spent
 			}
 		}
@@ -144,16 +150,16 @@ func (e *Engine) promote(key string) *entry {
 		return nil
 	}
 	revoked, vals := seal(re)
-	st := &keyState{id: id, limits: re.st.limits, alias: re.st.alias}
+	st := &keyState{plan: re.st.plan, alias: re.st.alias}
 	st.track.Store(re.st.track.Load())
 	now := e.now()
 	ent := e.newEntry(st, revoked, vals, now)
-	for i := range st.limits {
+	for i := range st.limits() {
 		// The reservations move along: they are durable already.
 		*ent.marks(i) = leasePair{hard: atomic.LoadUint64(&re.marks(i).hard), soft: atomic.LoadUint64(&re.marks(i).soft)}
 	}
 	ne := e.m.Store(key, ent)
-	e.m.Store(rk, e.newEntry(&keyState{id: id, alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true}}, false, nil, now))
+	e.m.Store(rk, e.newEntry(&keyState{alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true}}, false, nil, now))
 	e.recovering.Add(-1)
 	return ne
 }

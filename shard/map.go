@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // CacheLineSize is the size, in bytes, that hot values are padded to so that
@@ -294,4 +295,12 @@ func cloneString(s string) string {
 	b := make([]byte, len(s))
 	copy(b, s)
 	return string(b)
+}
+
+// KeyOf returns the key stored with v, which must be a pointer returned by
+// Load or Store of a Map[V] (a pointer into a node), not a copy.
+func KeyOf[V any](v *V) string {
+	var n Node[V]
+	off := unsafe.Offsetof(n.Value)
+	return (*Node[V])(unsafe.Add(unsafe.Pointer(v), -int(off))).key
 }

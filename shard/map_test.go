@@ -195,3 +195,18 @@ func TestCounterUpdate(t *testing.T) {
 	require.Equal(t, uint64(0), nw)
 	require.False(t, ok)
 }
+
+func TestKeyOf(t *testing.T) {
+	m, _ := shard.New[[3]int](4)
+	for i := range 100 {
+		k := fmt.Sprint("key-", i)
+		m.Lock(k)
+		p := m.Store(k, [3]int{i})
+		m.Unlock(k)
+		require.Equal(t, k, shard.KeyOf(p))
+	}
+	for i := range 100 {
+		k := fmt.Sprint("key-", i)
+		require.Equal(t, k, shard.KeyOf(m.Load(k)))
+	}
+}
