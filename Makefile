@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all test vet fmt-check demo bench bench-engine bench-persist crash clean
+.PHONY: all test vet fmt-check demo bench bench-engine bench-persist crash stress clean
 
 all: test
 
@@ -28,6 +28,10 @@ bench-engine:
 ## crash: 50 kill -9 cycles of a child consuming from a Badger store.
 crash:
 	ALLOT_CRASH_CYCLES=50 $(GO) test -count=1 -v -run 'TestCrashLoop|TestRevokeSurvivesKill' ./persist
+
+## stress: 500 linearizability histories checked with porcupine.
+stress:
+	ALLOT_LIN_HISTORIES=500 $(GO) test -count=1 -v -timeout 60m -run TestLinearizable ./engine
 
 ## bench-persist: persisted Consume beside memory-only; exact mode; reopen.
 bench-persist:
