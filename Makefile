@@ -2,7 +2,10 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all test vet fmt-check demo bench bench-engine bench-persist crash stress clean
+.PHONY: all test vet fmt-check demo bench bench-engine bench-persist crash stress fuzz clean
+
+FUZZTIME ?= 30s
+FUZZ_TARGETS := engine:FuzzLimits engine:FuzzAmounts engine:FuzzKeys persist:FuzzDecode persist:FuzzDecodeBody
 
 all: test
 
@@ -32,6 +35,13 @@ crash:
 ## stress: 500 linearizability histories checked with porcupine.
 stress:
 	ALLOT_LIN_HISTORIES=500 $(GO) test -count=1 -v -timeout 60m -run TestLinearizable ./engine
+
+## fuzz: each fuzz target for FUZZTIME (default 30s); seeds in */testdata/fuzz.
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; \
+	done
 
 ## bench-persist: persisted Consume beside memory-only; exact mode; reopen.
 bench-persist:
