@@ -28,9 +28,12 @@ demo:
 bench-engine:
 	$(GO) test -run='^$$' -bench=Consume -benchmem -cpu=1,2,8 -count=5 ./engine
 
-## crash: 50 kill -9 cycles of a child consuming from a Badger store.
+## crash: kill -9 loops (CRASH_CYCLES each, default 200): a child consuming
+## from a Badger store, then a child mixing consumes with register, revoke,
+## rotate and top up; every invariant is checked after every restart.
+CRASH_CYCLES ?= 200
 crash:
-	ALLOT_CRASH_CYCLES=50 $(GO) test -count=1 -v -run 'TestCrashLoop|TestRevokeSurvivesKill' ./persist
+	ALLOT_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -v -timeout 60m -run 'TestCrashLoop|TestCrashMix$$|TestRevokeSurvivesKill' ./persist
 
 ## stress: 500 linearizability histories checked with porcupine.
 stress:

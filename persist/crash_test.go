@@ -116,8 +116,13 @@ func TestCrashChild(t *testing.T) {
 
 // child starts the test binary as a crash child.
 func child(t *testing.T, dir string, env ...string) (*exec.Cmd, *bufio.Scanner) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), append(env, "ALLOT_CRASH_DIR="+dir)...)
+	return childRun(t, "TestCrashChild", append(env, "ALLOT_CRASH_DIR="+dir)...)
+}
+
+// childRun starts the test binary running only the named test.
+func childRun(t *testing.T, test string, env ...string) (*exec.Cmd, *bufio.Scanner) {
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
