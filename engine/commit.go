@@ -68,6 +68,10 @@ type committer struct {
 	flushErr        error // the last round's, read by Close after stopped
 }
 
+// maxRound is the most live entries one round writes (administrative records
+// always go whole, so that a Rotate's two records share a transaction).
+const maxRound = 4096
+
 // batch is one round of the committer.
 type batch struct {
 	done chan struct{}
@@ -151,6 +155,15 @@ func (c *committer) round(last bool) {
 	c.mu.Lock()
 	pend, expl, b := c.pending, c.explicit, c.cur
 	c.pending, c.explicit = nil, nil
+	if len(pend) > maxRound && !last {
+		// Keep a round's transaction small; the rest goes next round,
+		// whose batch the entries' waiters then wait for.
+		pend, c.pending = pend[:maxRound], append([]*entry(nil), pend[maxRound:]...)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
 	wants := make([]int64, len(pend))
 	for i, ent := range pend {
 		ent.st.queued = false

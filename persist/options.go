@@ -39,9 +39,9 @@ func WithChunks(minChunk, maxChunk int64) Option {
 	return func(o *options) { o.lease.MinChunk, o.lease.MaxChunk = minChunk, maxChunk }
 }
 
-// WithoutVerify skips the check of every table's checksums at Open.
-// Default: Open verifies, so that a damaged file is an error at Open rather
-// than later.
+// WithoutVerify skips the check of every table's footer, index and block
+// checksums before Badger opens them. Default: Open verifies, so that a
+// damaged table is an error at Open rather than a panic or a misread later.
 func WithoutVerify() Option { return func(o *options) { o.verify = false } }
 
 // WithBadgerOptions lets f adjust Badger's options after the store has set

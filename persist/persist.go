@@ -30,6 +30,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -63,8 +65,13 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 		WithSyncWrites(true).
 		WithLogger(logger{o.logger}).
 		WithNumVersionsToKeep(1).
-		WithValueThreshold(1 << 10). // records stay in the LSM tree, out of the value log
-		WithChecksumVerificationMode(badgeropts.OnTableAndBlockRead)
+		WithMemTableSize(16 << 20).     // a write-ahead file of 32 MiB, not 128
+		WithValueLogFileSize(16 << 20). // values never reach the value log
+		WithValueThreshold(1 << 10).    // records stay in the LSM tree, out of the value log
+		// Uncompressed tables: checkTables verifies every block before Badger
+		// reads one (Badger's own checks panic on some damage, in goroutines
+		// of its own). Records are small; compression would gain little.
+		WithCompression(badgeropts.None)
 	if o.badger != nil {
 		bo = o.badger(bo)
 	}
@@ -76,9 +83,14 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 			st, err = nil, fmt.Errorf("%w: opening %s: %v", ErrCorrupt, dir, p)
 		}
 	}()
-	if err := checkTables(dir); err != nil {
-		return nil, err
+	if o.verify {
+		if err := checkTables(dir, bo); err != nil {
+			return nil, err
+		}
 	}
+	// dgraph-io/badger#2207: a crash can leave a zero-length .mem file,
+	// which fails the next Open. It holds no data; without it, Open works.
+	removeEmptyWALs(dir)
 	db, err := badger.Open(bo)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
@@ -91,13 +103,20 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 		_ = db.Close()
 		return nil, err
 	}
-	if o.verify {
-		if err := db.VerifyChecksum(); err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	return s, nil
+}
+
+// removeEmptyWALs removes zero-length memtable files from dir and reports
+// whether there were any.
+func removeEmptyWALs(dir string) bool {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	removed := false
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.Size() == 0 && os.Remove(f) == nil {
+			removed = true
 		}
 	}
-	return s, nil
+	return removed
 }
 
 // checkFormat writes the format version into a new store, and checks it in
@@ -122,11 +141,19 @@ func (s *Store) checkFormat() error {
 
 // LeaseOptions tells the engine how to use this store (see WithExact and
 // WithChunks).
-func (s *Store) LeaseOptions() engine.LeaseOptions { return s.opts.lease }
+func (s *Store) LeaseOptions() engine.LeaseOptions {
+	if s == nil {
+		return engine.DefaultLeaseOptions()
+	}
+	return s.opts.lease
+}
 
 // Load calls fn with every record. It stops at the first record it cannot
 // read, with an error matching ErrCorrupt or ErrVersion.
 func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
+	if s == nil {
+		return ErrClosed
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.close {
@@ -173,6 +200,9 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 		}
 		vals[i] = v
 	}
+	if s == nil {
+		return ErrClosed
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.close {
@@ -190,6 +220,9 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 
 // Close closes the database. It is idempotent: later calls return nil.
 func (s *Store) Close() error {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.close {

@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/fb"
 	"github.com/dgraph-io/badger/v4/pb"
+	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
 )
 
@@ -16,12 +18,22 @@ import (
 // and that every block the index names lies inside the file. Badger opens
 // tables in goroutines of its own, where a damaged footer is a panic no
 // caller can recover; this turns it into an error first.
-func checkTables(dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+//
+// Only tables the MANIFEST lists are checked: Badger deletes the others (a
+// crash in the middle of a flush leaves such orphans, empty or half written).
+// If the MANIFEST itself cannot be read, Badger's Open reports it.
+func checkTables(dir string, bo badger.Options) error {
+	mf, err := os.Open(filepath.Join(dir, "MANIFEST"))
 	if err != nil {
-		return err
+		return nil // a new store, or Badger's Open will say what is wrong
 	}
-	for _, f := range files {
+	m, _, err := badger.ReplayManifestFile(mf, bo.ExternalMagicVersion, bo)
+	_ = mf.Close()
+	if err != nil {
+		return nil
+	}
+	for id := range m.Tables {
+		f := table.NewFilename(id, dir)
 		if err := checkTable(f); err != nil {
 			return fmt.Errorf("%w: table %s: %v", ErrCorrupt, filepath.Base(f), err)
 		}
@@ -70,6 +82,37 @@ func checkTable(path string) (err error) {
 		if !ti.Offsets(&bo, i) || int(bo.Offset())+int(bo.Len()) > pos {
 			return fmt.Errorf("block %d outside the file", i)
 		}
+		if err := checkBlock(data[bo.Offset() : bo.Offset()+bo.Len()]); err != nil {
+			return fmt.Errorf("block %d: %v", i, err)
+		}
+	}
+	return nil
+}
+
+// checkBlock verifies an uncompressed block as Badger lays it out: entries,
+// entry offsets, their count (4 bytes), the checksum of all that, and the
+// checksum's length (4 bytes). Badger would slice by these numbers without
+// checking them.
+func checkBlock(b []byte) error {
+	pos := len(b) - 4
+	if pos < 0 {
+		return fmt.Errorf("%d bytes", len(b))
+	}
+	sumLen := int(binary.BigEndian.Uint32(b[pos:]))
+	if sumLen > pos-4 {
+		return fmt.Errorf("checksum length %d", sumLen)
+	}
+	pos -= sumLen
+	algo, sum, ok := parseChecksum(b[pos : pos+sumLen])
+	if !ok {
+		return fmt.Errorf("checksum unreadable")
+	}
+	if err := y.VerifyChecksum(b[:pos], &pb.Checksum{Algo: pb.Checksum_Algorithm(algo), Sum: sum}); err != nil {
+		return err
+	}
+	n := int(binary.BigEndian.Uint32(b[pos-4:]))
+	if n < 0 || n > (pos-4)/4 {
+		return fmt.Errorf("%d entries", n)
 	}
 	return nil
 }
