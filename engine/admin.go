@@ -317,10 +317,17 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	if grace < time.Duration(math.MaxInt64-now) {
 		deadline = now + int64(grace)
 	}
+	// Both keys count their requests in flight in one tracker, so that
+	// RevokeAndWait of either waits for requests admitted through both.
+	t := oe.st.track.Load()
+	if t == nil {
+		t = new(tracker)
+	}
 	nst := &keyState{plan: oe.st.plan}
+	nst.track.Store(t)
 	ne := e.newEntry(nst, false, vals, now)
 	ast := &keyState{alias: &alias{target: newKey, targetID: IDOf(newKey), deadline: deadline}}
-	ast.track.Store(oe.st.track.Load())
+	ast.track.Store(t)
 	ae := e.newEntry(ast, grace == 0, nil, now)
 	if err := e.save([]string{newKey, oldKey}, &ne, &ae); err != nil {
 		unseal(oe)

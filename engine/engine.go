@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -298,6 +299,9 @@ func (e *Engine) granted(ctx context.Context, ent *entry) error {
 func (e *Engine) wait(ctx context.Context, b *batch) error {
 	select {
 	case <-b.done:
+		if b.err != nil && !errors.Is(b.err, ErrClosed) {
+			return fmt.Errorf("%w: %w", ErrStore, b.err)
+		}
 		return b.err
 	case <-ctx.Done():
 		return fmt.Errorf("allot: waiting for the store: %w", ctx.Err())

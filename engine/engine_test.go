@@ -687,3 +687,28 @@ func TestRevokeAndWait(t *testing.T) {
 	require.NoError(t, <-done)
 	require.Equal(t, int64(0), eng.InFlight("k"))
 }
+
+// After a rotation both keys share one count of requests in flight:
+// RevokeAndWait of the new key waits for a request admitted through the old.
+func TestRevokeAndWaitAfterRotate(t *testing.T) {
+	eng := newEngine(t)
+	require.NoError(t, eng.Register(ctx, "old", engine.Credits(100)))
+	require.NoError(t, eng.Rotate(ctx, "old", "new", time.Hour))
+	d, adm, err := eng.Admit(ctx, "old", 1)
+	require.NoError(t, err)
+	require.True(t, d.Allowed)
+	short, cancel := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, eng.RevokeAndWait(short, "new"), context.DeadlineExceeded, "must wait for the old key's request")
+	done := make(chan error)
+	go func() { done <- eng.RevokeAndWait(ctx, "new") }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v while a request of the old key runs", err)
+	default:
+	}
+	adm.Done()
+	require.NoError(t, <-done)
+	d, _, _ = eng.Admit(ctx, "old", 1)
+	require.Equal(t, engine.Revoked, d.Reason)
+}

@@ -1,0 +1,80 @@
+// Package httpadapter enforces an engine's per-API-key quotas on net/http
+// handlers. Package ginadapter offers the same middleware, with the same
+// options and behaviour, to Gin.
+//
+// # Keys and costs
+//
+// The key is read from the X-API-Key header, else from an
+// `Authorization: Bearer <key>` header. WithQueryKey adds a query parameter
+// as a last resort (keys in URLs leak into logs), and WithKeyFunc replaces
+// the extraction altogether. Each request costs one unit, or what WithCost
+// says.
+//
+// # Status codes
+//
+// A request is admitted with engine.Engine.Admit: the handler runs only if
+// the engine grants the units. Otherwise the middleware answers with an
+// RFC 9457 problem (Content-Type application/problem+json, members type,
+// title, status and detail):
+//
+//   - 401 Unauthorized: no key (WWW-Authenticate: Bearer realm="api"), or
+//     a key that is unknown, revoked, malformed (empty after "Bearer ", too
+//     long) or that WithKeyFunc could not read (WWW-Authenticate: Bearer
+//     realm="api", error="invalid_token"). The challenge uses the Bearer
+//     scheme of RFC 6750 because that is the standard way to send the key;
+//     the X-API-Key header is accepted all the same. WithRealm sets the
+//     realm.
+//   - 429 Too Many Requests: a limit of the key is exhausted. The problem
+//     type is the draft's
+//     https://iana.org/assignments/http-problem-types#quota-exceeded, whose
+//     violated-policies member lists the names of the limits that refused.
+//     Retry-After gives the seconds (rounded up) until the same request
+//     could succeed; it is omitted when waiting would not help: a Credits
+//     limit never refills, and a request larger than a limit's quota never
+//     fits.
+//   - 503 Service Unavailable: the engine failed (it was closed, or its
+//     store failed). The middleware fails closed, unless WithFailOpen(true),
+//     which lets the request through unmetered, without rate-limit fields.
+//   - 500 Internal Server Error: the WithCost function returned less than 1.
+//
+// # Rate-limit fields
+//
+// Every response to a live key, admitted (whatever the handler answers) or
+// refused with 429, carries the fields of draft-ietf-httpapi-ratelimit-headers
+// revision 11, set before the handler runs. Each is an RFC 9651 List with
+// one String item per limit of the key, named after engine.Limit.Name, in
+// registration order:
+//
+//	RateLimit-Policy: "hour";q=1000;w=3600, "credits";q=50000
+//	RateLimit: "hour";r=998;t=1800, "credits";r=41234
+//
+// In RateLimit-Policy, q is the quota (a Rate limit's burst) and w the
+// window in seconds: the period of a PerWindow limit, and for a Rate limit
+// the seconds needed to refill a whole burst, rounded up. Credits, which
+// never refill, and PerMonth limits, whose months differ in length, have no
+// w. In RateLimit, r is the units left and t the seconds, rounded up, until
+// the limit is full again (the end of the window, or the time a Rate
+// bucket is full); Credits have no t. Integers are clamped to the 15 digits
+// RFC 9651 allows. Responses to requests without a live key (401, 503) have
+// none of these fields.
+//
+// WithLegacyHeaders(true) adds the GitHub-style X-RateLimit-Limit,
+// X-RateLimit-Remaining and X-RateLimit-Reset (the Unix time, in seconds
+// rounded up, at which the limit is full again; omitted when it has nothing
+// to reset, e.g. for Credits) fields, which describe the one limit the
+// engine's Decision reports: the tightest.
+//
+// # Refunds and revocation
+//
+// When the handler answers a status the WithRefundIf predicate accepts (by
+// default any 5xx) or panics (which counts as 500), the request's units are
+// refunded; a panic then goes on unwinding, unchanged. The status is the one
+// the handler passed to WriteHeader, or 200 if it wrote without it or did
+// not write at all. A hijacked connection has no status and is not
+// refunded. Every admitted request counts as in flight until its handler
+// returns, so engine.Engine.RevokeAndWait waits for it.
+//
+// The response writer given to the handler keeps http.Flusher,
+// http.Hijacker, io.ReaderFrom and io.StringWriter working, and unwraps (Unwrap) for
+// http.ResponseController. The incoming request is never modified.
+package httpadapter

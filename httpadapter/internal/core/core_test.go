@@ -1,0 +1,124 @@
+package core
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/allot-go/allot/engine"
+	"github.com/allot-go/allot/httpadapter/internal/sfv"
+)
+
+func TestCeilSeconds(t *testing.T) {
+	for d, want := range map[time.Duration]int64{
+		-time.Second:            0,
+		0:                       0,
+		time.Nanosecond:         1,
+		time.Second:             1,
+		time.Second + 1:         2,
+		1500 * time.Millisecond: 2,
+		time.Hour:               3600,
+		math.MaxInt64:           9223372037, // no overflow
+	} {
+		assert.Equal(t, want, ceilSeconds(d), "%v", d)
+	}
+}
+
+func TestWindow(t *testing.T) {
+	for _, c := range []struct {
+		l  engine.Limit
+		w  int64
+		ok bool
+	}{
+		{engine.Credits(5), 0, false},
+		{engine.PerMonth(5), 0, false},
+		{engine.PerWindow(5, time.Hour), 3600, true},
+		{engine.PerWindow(5, 1500*time.Millisecond), 2, true},
+		{engine.Rate(10, time.Second, 20), 2, true},
+		{engine.Rate(3, time.Second, 5), 2, true},   // 5 × 333333334 ns
+		{engine.Rate(3, time.Second, 3), 2, true},   // 3 × 333333334 ns is just over 1 s
+		{engine.Rate(1, time.Minute, 1), 60, true},  // one a minute
+		{engine.Rate(100, time.Second, 1), 1, true}, // 10 ms, rounded up
+	} {
+		w, ok := Window(c.l)
+		assert.Equal(t, c.ok, ok, "%v", c.l)
+		assert.Equal(t, c.w, w, "%v", c.l)
+	}
+}
+
+// Integers beyond RFC 9651's 15 digits are clamped, so the fields stay
+// parseable whatever the balance.
+func TestFieldsClampAndParse(t *testing.T) {
+	eng, err := engine.New()
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.Register(context.Background(), "k",
+		engine.Credits(engine.MaxCredits).Named(`odd name !#$%&'()*+,-./:;<=>?@[]^_{|}~`),
+		engine.Rate(1, time.Nanosecond, 1<<40)))
+	ls, err := eng.AppendLimits(nil, "k")
+	require.NoError(t, err)
+
+	policy := string(AppendPolicy(nil, ls))
+	assert.Equal(t, `"odd name !#$%&'()*+,-./:;<=>?@[]^_{|}~";q=999999999999999, "rate";q=1099511627776;w=1100`, policy)
+	limits := string(AppendRateLimit(nil, ls))
+	assert.Equal(t, `"odd name !#$%&'()*+,-./:;<=>?@[]^_{|}~";r=999999999999999, "rate";r=1099511627776;t=0`, limits)
+	for _, f := range []string{policy, limits} {
+		ms, err := sfv.ParseList(f)
+		require.NoError(t, err, f)
+		require.Len(t, ms, 2)
+		assert.Equal(t, ls[0].Limit.Name(), ms[0].Value)
+	}
+}
+
+func TestAppendString(t *testing.T) {
+	assert.Equal(t, `"a\"b\\c?d"`, string(appendString(nil, "a\"b\\c\x01d")))
+	ms, err := sfv.ParseList(string(appendString(nil, "a\"b\\c\x01d\xff")))
+	require.NoError(t, err)
+	assert.Equal(t, `a"b\c?d?`, ms[0].Value)
+}
+
+func TestQuote(t *testing.T) {
+	assert.Equal(t, `"api"`, quote("api"))
+	assert.Equal(t, `"a \"b\" \\ c"`, quote("a \"b\" \\ c\r\n"))
+}
+
+func TestQueryValue(t *testing.T) {
+	for _, c := range []struct {
+		q, want string
+		err     bool
+	}{
+		{"", "", false},
+		{"api_key=k", "k", false},
+		{"a=1&api_key=k&api_key=j", "k", false},
+		{"api_key", "", false},
+		{"api_key=", "", false},
+		{"api%5fkey=a%20b+c", "a b c", false},
+		{"api+key=k", "", false},
+		{"api_keyx=k", "", false},
+		{"api_key=%2", "", true},
+		{"api_key=%g0", "", true},
+		{"api%zzkey=k&api_key=j", "j", false},
+	} {
+		v, err := queryValue(c.q, "api_key")
+		assert.Equal(t, c.err, err != nil, c.q)
+		assert.Equal(t, c.want, v, c.q)
+	}
+}
+
+func TestExceededBodyFallback(t *testing.T) {
+	ls := []engine.LimitStatus{
+		{Limit: engine.Credits(10), Remaining: 5},
+		{Limit: engine.PerWindow(3, time.Hour), Remaining: 3},
+	}
+	// The state moved on since the decision: no limit has fewer than n
+	// left, so the limit with the decision's quota is named.
+	d := engine.Decision{Reason: engine.Exhausted, Limit: 3}
+	assert.Contains(t, string(exceededBody(ls, 1, &d)), `"violated-policies":["hour"]`)
+	assert.Contains(t, string(exceededBody(ls, 4, &d)), `"violated-policies":["hour"]`)
+	assert.Contains(t, string(exceededBody(ls, 6, &d)), `"violated-policies":["credits","hour"]`)
+	assert.Contains(t, string(exceededBody(nil, 6, &d)), `"violated-policies":[]`)
+}
