@@ -5,7 +5,7 @@ PKGS := ./...
 .PHONY: all test vet fmt-check demo bench bench-engine bench-persist crash stress fuzz clean
 
 FUZZTIME ?= 30s
-FUZZ_TARGETS := engine:FuzzLimits engine:FuzzAmounts engine:FuzzKeys persist:FuzzDecode persist:FuzzDecodeBody
+FUZZ_TARGETS := engine:FuzzLimits engine:FuzzAmounts engine:FuzzKeys persist:FuzzDecode persist:FuzzDecodeBody httpadapter/internal/core:FuzzKeyExtraction
 
 all: test
 
@@ -35,9 +35,11 @@ CRASH_CYCLES ?= 200
 crash:
 	ALLOT_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -v -timeout 60m -run 'TestCrashLoop|TestCrashMix$$|TestRevokeSurvivesKill' ./persist
 
-## stress: 500 linearizability histories checked with porcupine.
+## stress: 500 linearizability histories checked with porcupine, and a flood
+## of 1,000,000 requests with unknown keys through the middleware.
 stress:
 	ALLOT_LIN_HISTORIES=500 $(GO) test -count=1 -v -timeout 60m -run TestLinearizable ./engine
+	ALLOT_FLOOD_N=1000000 $(GO) test -count=1 -v -run TestUnknownKeyFlood ./httpadapter
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s); seeds in */testdata/fuzz.
 fuzz:

@@ -675,3 +675,16 @@ func (e *Engine) Close() error {
 	}
 	return err
 }
+
+// Len returns the number of keys the engine holds: registered, recovered,
+// rotated out or revoked (a revoked key is kept, so that it stays revoked).
+func (e *Engine) Len() int {
+	n := 0
+	e.m.Range(func(_ string, ent *entry) bool {
+		if ent.st.alias == nil || !ent.st.alias.forward {
+			n++
+		}
+		return true
+	})
+	return n
+}
