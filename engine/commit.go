@@ -94,41 +94,43 @@ var closedBatch = func() *batch {
 // request asks for ent's record to be written (with a new reservation, in
 // lease mode, of at least want units) and returns the round that will.
 func (c *committer) request(ent *entry, want int64) *batch {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return closedBatch
-	}
-	st := ent.st
-	if !st.queued {
-		st.queued = true
-		c.pending = append(c.pending, ent)
-	}
-	st.want = max(st.want, want)
-	b := c.cur
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-	return b
+	return c.enqueue(func() {
+		st := ent.st
+		if !st.queued {
+			st.queued = true
+			c.pending = append(c.pending, ent)
+		}
+		st.want = max(st.want, want)
+	})
 }
 
 // write queues records built by an administrative call.
 func (c *committer) write(recs []Record) *batch {
+	return c.enqueue(func() { c.explicit = append(c.explicit, recs...) })
+}
+
+// enqueue runs add under the committer's mutex, wakes the committer and
+// returns the round that will carry what add queued (a finished round with
+// ErrClosed once the committer has stopped).
+func (c *committer) enqueue(add func()) *batch {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return closedBatch
 	}
-	c.explicit = append(c.explicit, recs...)
+	add()
 	b := c.cur
 	c.mu.Unlock()
+	c.signal()
+	return b
+}
+
+// signal wakes the committer, if it is not awake already.
+func (c *committer) signal() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
-	return b
 }
 
 func (c *committer) run() {
@@ -159,10 +161,7 @@ func (c *committer) round(last bool) {
 		// Keep a round's transaction small; the rest goes next round,
 		// whose batch the entries' waiters then wait for.
 		pend, c.pending = pend[:maxRound], append([]*entry(nil), pend[maxRound:]...)
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.signal()
 	}
 	wants := make([]int64, len(pend))
 	for i, ent := range pend {

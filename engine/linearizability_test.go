@@ -138,7 +138,7 @@ func workload(t *testing.T, eng *engine.Engine, rec *recorder, r *rand.Rand, key
 		go func() {
 			defer wg.Done()
 			gr := rand.New(rand.NewPCG(seed, uint64(g)))
-			for range 12 + gr.IntN(12) {
+			for range 4 + gr.IntN(8) {
 				k := keys[gr.IntN(len(keys))]
 				switch p := gr.IntN(100); {
 				case p < 72:
@@ -191,7 +191,7 @@ func TestLinearizable(t *testing.T) {
 	var illegal, unknown, ops int
 	for h := range n {
 		r := rand.New(rand.NewPCG(uint64(h), 99))
-		keys := []string{"k0", "k1", "k2"}
+		keys := []string{"k0", "k1", "k2", "k3"}
 		rec := &recorder{}
 		crash := h%2 == 1
 		var eng *engine.Engine

@@ -3,7 +3,6 @@ package persist_test
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -64,33 +63,18 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("started by TestCrashLoop only")
 	}
-	st, err := persist.Open(dir, persist.WithChunks(4, crashMaxChunk))
-	if err != nil {
-		fmt.Println("error", err)
-		os.Exit(2)
-	}
-	eng, err := engine.New(engine.WithStore(st))
-	if err != nil {
-		fmt.Println("error", err)
-		os.Exit(2)
-	}
-	var out sync.Mutex
-	say := func(s string) {
-		out.Lock()
-		_, _ = io.WriteString(os.Stdout, s)
-		out.Unlock()
-	}
+	eng, say := childEngine(dir)
 	switch os.Getenv("ALLOT_CRASH_MODE") {
 	case "revoke":
 		k := os.Getenv("ALLOT_CRASH_KEY")
 		if err := eng.Revoke(ctx, k); err != nil {
-			say("error " + err.Error() + "\n")
+			say("error %v", err)
 			os.Exit(2)
 		}
-		say("revoked " + k + "\n")
+		say("revoked %s", k)
 		select {} // wait for SIGKILL
 	}
-	say("ready\n")
+	say("ready")
 	var wg sync.WaitGroup
 	for w := range crashWorkers {
 		wg.Add(1)
@@ -101,17 +85,40 @@ func TestCrashChild(t *testing.T) {
 				i := r.IntN(crashKeys)
 				d, err := eng.Consume(ctx, crashKey(i), 1)
 				if err != nil {
-					say("error " + err.Error() + "\n")
+					say("error %v", err)
 					return
 				}
 				if d.Allowed {
-					say("g " + strconv.Itoa(i) + "\n")
+					say("g %d", i)
 				}
 			}
 		}()
 	}
 	wg.Wait()
 	os.Exit(3)
+}
+
+// childEngine opens the engine of a crash child, and returns it with a
+// function that writes one line to the parent at once (the parent kills the
+// child at any moment: nothing may wait in a buffer).
+func childEngine(dir string) (*engine.Engine, func(format string, a ...any)) {
+	var out sync.Mutex
+	say := func(format string, a ...any) {
+		out.Lock()
+		_, _ = fmt.Fprintf(os.Stdout, format+"\n", a...)
+		out.Unlock()
+	}
+	st, err := persist.Open(dir, persist.WithChunks(4, crashMaxChunk))
+	if err != nil {
+		say("error %v", err)
+		os.Exit(2)
+	}
+	eng, err := engine.New(engine.WithStore(st))
+	if err != nil {
+		say("error %v", err)
+		os.Exit(2)
+	}
+	return eng, say
 }
 
 // child starts the test binary as a crash child.

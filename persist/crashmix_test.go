@@ -33,22 +33,7 @@ func TestCrashMixChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("started by TestCrashMix only")
 	}
-	st, err := persist.Open(dir, persist.WithChunks(4, crashMaxChunk))
-	if err != nil {
-		fmt.Println("error", err)
-		os.Exit(2)
-	}
-	eng, err := engine.New(engine.WithStore(st))
-	if err != nil {
-		fmt.Println("error", err)
-		os.Exit(2)
-	}
-	var out sync.Mutex
-	say := func(format string, a ...any) {
-		out.Lock()
-		fmt.Printf(format+"\n", a...)
-		out.Unlock()
-	}
+	eng, say := childEngine(dir)
 	var mu sync.RWMutex
 	keys := strings.Fields(os.Getenv("ALLOT_MIX_KEYS"))
 	cycle := os.Getenv("ALLOT_MIX_CYCLE")
