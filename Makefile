@@ -54,3 +54,20 @@ bench-persist:
 
 clean:
 	$(GO) clean -testcache
+
+## bench: allot beside the floors, the naive map and its peers (x/time/rate,
+## go-limiter, ulule, throttled), in the nested module bench/: -cpu=1,2,8,64,
+## raw output in bench/results/raw.txt, report in bench/RESULTS.md, charts in
+## bench/results/. Override with BENCH_COUNT, BENCHTIME, BENCH_CPU.
+BENCH_COUNT ?= 5
+BENCHTIME ?= 1s
+BENCH_CPU ?= 1,2,8,64
+
+bench:
+	cd bench && $(GO) run ./cmd/report -count=$(BENCH_COUNT) -benchtime=$(BENCHTIME) -cpu=$(BENCH_CPU)
+
+## bench-redis: Redis DECR and redis_rate on a throwaway local redis-server,
+## 64 requests in flight; adds them to bench/RESULTS.md.
+.PHONY: bench-redis
+bench-redis:
+	cd bench && GO="$(GO)" BENCH_COUNT=$(BENCH_COUNT) BENCHTIME=$(BENCHTIME) ./scripts/bench-redis.sh

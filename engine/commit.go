@@ -96,12 +96,22 @@ var closedBatch = func() *batch {
 func (c *committer) request(ent *entry, want int64) *batch {
 	return c.enqueue(func() {
 		st := ent.st
-		if !st.queued {
-			st.queued = true
+		if !st.queued.Load() {
+			st.queued.Store(true)
 			c.pending = append(c.pending, ent)
 		}
 		st.want = max(st.want, want)
 	})
+}
+
+// ask is request without waiting: the next reservation, in the background.
+// A key already queued costs one atomic load, not the committer's mutex, so
+// that the Consumes that pass a soft mark before the reservation lands do not
+// queue on it.
+func (c *committer) ask(ent *entry) {
+	if !ent.st.queued.Load() {
+		c.request(ent, 0)
+	}
 }
 
 // write queues records built by an administrative call.
@@ -165,7 +175,7 @@ func (c *committer) round(last bool) {
 	}
 	wants := make([]int64, len(pend))
 	for i, ent := range pend {
-		ent.st.queued = false
+		ent.st.queued.Store(false)
 		wants[i], ent.st.want = ent.st.want, 0
 	}
 	if last {

@@ -81,9 +81,8 @@ type keyState struct {
 	alias *alias
 	track atomic.Pointer[tracker] // requests in flight (Admit); kept across changes
 
-	// Guarded by the committer's mutex.
-	queued bool
-	want   int64
+	queued atomic.Bool // in the committer's next round; set under its mutex
+	want   int64       // guarded by the committer's mutex
 	// Owned by the committer goroutine.
 	chunk, lastReserve int64
 }
@@ -257,6 +256,10 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 				}
 				return Decision{Allowed: true, Limit: ent.quota(), Remaining: int64(w) - n}, nil
 			}
+			if w&flagBits == 0 && uint64(n) > w {
+				// Exhausted: a denial changes nothing, so the load decides.
+				return Decision{Reason: Exhausted, Limit: ent.quota(), Remaining: int64(w)}, nil
+			}
 		}
 		d, st := e.consume(ent, n)
 		switch st {
@@ -288,10 +291,10 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 // granted follows a grant that crossed a soft mark (asks for the next
 // reservation, without waiting) or, in exact mode, waits until it is durable.
 func (e *Engine) granted(ctx context.Context, ent *entry) error {
-	b := e.c.request(ent, 0)
 	if e.exact {
-		return e.wait(ctx, b)
+		return e.wait(ctx, e.c.request(ent, 0))
 	}
+	e.c.ask(ent)
 	return nil
 }
 
@@ -354,7 +357,7 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 		}
 		if atomic.CompareAndSwapUint64(&ent.word, w, nw) {
 			if l.low(nw, atomic.LoadUint64(&ent.lease.soft)) && !e.exact {
-				e.c.request(ent, 0)
+				e.c.ask(ent)
 			}
 			return decision(true, l.quota, r), done
 		}
@@ -421,7 +424,7 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 		}
 		st.mu.Unlock()
 		if allowed && low && !e.exact {
-			e.c.request(ent, 0)
+			e.c.ask(ent)
 		}
 		i := tightest(allowed, res[:len(st.limits())])
 		return decision(allowed, st.limits()[i].quota, res[i]), done

@@ -38,8 +38,9 @@ func WithClock(now func() time.Time) Option {
 
 // WithShards sets the number of stripes of the key map, a power of two
 // from 1 to 65536. Lookups never lock, so stripes only spread the locks of
-// administrative calls. Default: the power of two at or above 4×GOMAXPROCS,
-// and at least 16.
+// administrative calls, which with a Store hold their stripe while their
+// record is synced: more stripes let more of them share one sync. Default:
+// the power of two at or above 4×GOMAXPROCS, and at least 256.
 func WithShards(n int) Option { return func(o *options) { o.shards = n } }
 
 // WithStore makes the engine keep its keys in s (see package persist). The
@@ -48,7 +49,7 @@ func WithShards(n int) Option { return func(o *options) { o.shards = n } }
 func WithStore(s Store) Option { return func(o *options) { o.store = s } }
 
 func defaultOptions() options {
-	n := 16
+	n := 256
 	for n < 4*runtime.GOMAXPROCS(0) {
 		n *= 2
 	}
