@@ -29,15 +29,17 @@ import (
 
 const zipfKeys = 1_000_000
 
+// Built on first use, not at package start: every test and fuzz worker of
+// this package would pay for them otherwise.
 var (
-	benchKeys = func() []string {
+	benchKeysOnce = sync.OnceValue(func() []string {
 		k := make([]string, zipfKeys)
 		for i := range k {
 			k[i] = "bench-key-" + strconv.Itoa(i)
 		}
 		return k
-	}()
-	zipfSeq = func() []int32 {
+	})
+	zipfSeqOnce = sync.OnceValue(func() []int32 {
 		r := rand.New(rand.NewPCG(3, 4))
 		z := rand.NewZipf(r, 1.1, 1, zipfKeys-1)
 		s := make([]int32, 1<<20)
@@ -45,7 +47,7 @@ var (
 			s[i] = int32(z.Uint64())
 		}
 		return s
-	}()
+	})
 )
 
 // registerAll registers keys from many goroutines, so that a store
@@ -106,7 +108,7 @@ func benchEngine(b *testing.B, store, dist string) *engine.Engine {
 	if dist == "zipf1m" {
 		n = zipfKeys
 	}
-	registerAll(b, eng, benchKeys[:n], engine.Credits(engine.MaxCredits))
+	registerAll(b, eng, benchKeysOnce()[:n], engine.Credits(engine.MaxCredits))
 	consumeEngs[id] = eng
 	return eng
 }
@@ -116,6 +118,7 @@ func BenchmarkConsume(b *testing.B) {
 		for _, store := range []string{"memory", "lease"} {
 			b.Run("dist="+dist+"/store="+store, func(b *testing.B) {
 				eng := benchEngine(b, store, dist)
+				benchKeys, zipfSeq := benchKeysOnce(), zipfSeqOnce()
 				var off atomic.Uint32
 				var denied atomic.Int64
 				before := eng.StoreStats()
@@ -158,6 +161,7 @@ func BenchmarkExact(b *testing.B) {
 	}
 	defer eng.Close()
 	const keys = 1000
+	benchKeys := benchKeysOnce()
 	registerAll(b, eng, benchKeys[:keys], engine.Credits(engine.MaxCredits))
 	for _, callers := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
@@ -199,7 +203,7 @@ func BenchmarkReopen(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	registerAll(b, eng, benchKeys, engine.Credits(1000), engine.PerWindow(100, time.Hour))
+	registerAll(b, eng, benchKeysOnce(), engine.Credits(1000), engine.PerWindow(100, time.Hour))
 	if err := eng.Close(); err != nil {
 		b.Fatal(err)
 	}
@@ -247,7 +251,7 @@ func TestReopenChild(t *testing.T) {
 	}
 	secs := time.Since(start).Seconds()
 	n := 0
-	for _, k := range benchKeys {
+	for _, k := range benchKeysOnce() {
 		if _, err := eng.Status(k); err == nil {
 			n++
 		}

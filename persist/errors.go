@@ -1,6 +1,10 @@
 package persist
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/allot-go/allot/persist/internal/codec"
+)
 
 // Sentinel errors of package persist. Errors from the store reach engine
 // callers wrapped in engine.ErrStore, and still match these with errors.Is.
@@ -10,13 +14,13 @@ var (
 	ErrLocked = errors.New("allot: store directory is in use by another process")
 	// ErrCorrupt reports a record or file that cannot be read. Open never
 	// treats an unreadable record as a fresh key.
-	ErrCorrupt = errors.New("allot: store is damaged")
+	ErrCorrupt = codec.ErrCorrupt
 	// ErrVersion reports a store written in a format this version does not
 	// know.
-	ErrVersion = errors.New("allot: store format version unknown")
+	ErrVersion = codec.ErrVersion
 	// ErrUnsupported reports a value the store cannot keep, such as a
 	// PerMonthIn location that time.LoadLocation cannot load back.
-	ErrUnsupported = errors.New("allot: value cannot be stored")
+	ErrUnsupported = codec.ErrUnsupported
 	// ErrClosed is returned by calls after Close.
 	ErrClosed = errors.New("allot: store closed")
 )

@@ -2,6 +2,7 @@ package persist
 
 import (
 	"github.com/allot-go/allot/engine"
+	"github.com/allot-go/allot/persist/internal/codec"
 	"github.com/dgraph-io/badger/v4"
 )
 
@@ -10,5 +11,5 @@ func (s *Store) SetFormatForTest(v byte) error {
 }
 
 func (s *Store) PutRawForTest(id engine.KeyID, v []byte) error {
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(dbKey(id), v) })
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(codec.Key(id), v) })
 }

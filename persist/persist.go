@@ -36,6 +36,7 @@ import (
 	"sync"
 
 	"github.com/allot-go/allot/engine"
+	"github.com/allot-go/allot/persist/internal/codec"
 	"github.com/dgraph-io/badger/v4"
 	badgeropts "github.com/dgraph-io/badger/v4/options"
 )
@@ -125,14 +126,14 @@ func (s *Store) checkFormat() error {
 	return s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaVersion)
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return txn.Set(metaVersion, []byte{formatVersion})
+			return txn.Set(metaVersion, []byte{codec.FormatVersion})
 		}
 		if err != nil {
 			return fmt.Errorf("%w: reading the format version: %v", ErrCorrupt, err)
 		}
 		return item.Value(func(v []byte) error {
-			if len(v) != 1 || v[0] != formatVersion {
-				return fmt.Errorf("%w: store format %v, this build reads %d", ErrVersion, v, formatVersion)
+			if len(v) != 1 || v[0] != codec.FormatVersion {
+				return fmt.Errorf("%w: store format %v, this build reads %d", ErrVersion, v, codec.FormatVersion)
 			}
 			return nil
 		})
@@ -160,7 +161,7 @@ func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
 		return ErrClosed
 	}
 	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte(keyPrefix)})
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte(codec.KeyPrefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
@@ -168,15 +169,15 @@ func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
 			}
 			item := it.Item()
 			k := item.Key()
-			if len(k) != len(keyPrefix)+len(engine.KeyID{}) {
+			if len(k) != len(codec.KeyPrefix)+len(engine.KeyID{}) {
 				return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
 			}
 			var id engine.KeyID
-			copy(id[:], k[len(keyPrefix):])
+			copy(id[:], k[len(codec.KeyPrefix):])
 			var rec engine.Record
 			err := item.Value(func(v []byte) error {
 				var err error
-				rec, err = decode(id, v)
+				rec, err = codec.Decode(id, v)
 				return err
 			})
 			if err != nil {
@@ -194,7 +195,7 @@ func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
 func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	vals := make([][]byte, len(recs))
 	for i, r := range recs {
-		v, err := encode(r)
+		v, err := codec.Encode(r)
 		if err != nil {
 			return err
 		}
@@ -210,7 +211,7 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	}
 	return s.db.Update(func(txn *badger.Txn) error {
 		for i, r := range recs {
-			if err := txn.Set(dbKey(r.ID), vals[i]); err != nil {
+			if err := txn.Set(codec.Key(r.ID), vals[i]); err != nil {
 				return err
 			}
 		}

@@ -1,7 +1,10 @@
-package persist
+// Package codec encodes and decodes the records of package persist. It is
+// apart so that it can be fuzzed without Badger in the binary.
+package codec
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"time"
@@ -22,7 +25,14 @@ import (
 //
 // Strings are a uvarint length and bytes. Keys are "k/" and the SHA-256 of
 // the API key: the raw key is never written.
-const formatVersion = 1
+const FormatVersion = 1
+
+// Sentinel errors; package persist exports them under the same names.
+var (
+	ErrCorrupt     = errors.New("allot: store is damaged")
+	ErrVersion     = errors.New("allot: store format version unknown")
+	ErrUnsupported = errors.New("allot: value cannot be stored")
+)
 
 const (
 	flagRevoked = 1 << iota
@@ -31,13 +41,16 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-const keyPrefix = "k/"
+// KeyPrefix starts the database key of every record.
+const KeyPrefix = "k/"
 
-func dbKey(id engine.KeyID) []byte { return append([]byte(keyPrefix), id[:]...) }
+// Key returns the database key of the record of id.
+func Key(id engine.KeyID) []byte { return append([]byte(KeyPrefix), id[:]...) }
 
-func encode(r engine.Record) ([]byte, error) {
+// Encode returns the stored form of r.
+func Encode(r engine.Record) ([]byte, error) {
 	b := make([]byte, 0, 64+48*len(r.Limits))
-	b = append(b, formatVersion)
+	b = append(b, FormatVersion)
 	var flags byte
 	if r.Revoked {
 		flags |= flagRevoked
@@ -149,8 +162,9 @@ func (d *decoder) string(what string) string {
 	return string(d.bytes(int(n), what))
 }
 
-// decode parses a record stored under id.
-func decode(id engine.KeyID, v []byte) (engine.Record, error) {
+// Decode parses a record stored under id. Its errors match ErrCorrupt or
+// ErrVersion.
+func Decode(id engine.KeyID, v []byte) (engine.Record, error) {
 	r := engine.Record{ID: id}
 	if len(v) < 6 {
 		return r, fmt.Errorf("%w: record of %d bytes", ErrCorrupt, len(v))
@@ -159,8 +173,8 @@ func decode(id engine.KeyID, v []byte) (engine.Record, error) {
 	if crc32.Checksum(body, castagnoli) != sum {
 		return r, fmt.Errorf("%w: record checksum mismatch", ErrCorrupt)
 	}
-	if body[0] != formatVersion {
-		return r, fmt.Errorf("%w: record version %d, this build reads %d", ErrVersion, body[0], formatVersion)
+	if body[0] != FormatVersion {
+		return r, fmt.Errorf("%w: record version %d, this build reads %d", ErrVersion, body[0], FormatVersion)
 	}
 	d := &decoder{b: body[1:]}
 	flags := d.byte("flags")

@@ -1,4 +1,4 @@
-package persist
+package codec
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ func FuzzDecode(f *testing.F) {
 		{ID: id, Limits: []engine.Limit{engine.PerWindow(5, time.Hour).Named("h"), engine.Rate(1, time.Second, 9), engine.PerMonth(7)}, Counters: []uint64{1, 2, 3}, Revoked: true},
 		{ID: id, RotatedTo: &id, GraceUntil: time.Unix(1_800_000_000, 0)},
 	} {
-		b, err := encode(r)
+		b, err := Encode(r)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -30,14 +30,14 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{1, 0, 1, 1, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decode(id, b)
+		r, err := Decode(id, b)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
 				t.Fatalf("decode error %v matches neither ErrCorrupt nor ErrVersion", err)
 			}
 			return
 		}
-		again, err := encode(r)
+		again, err := Encode(r)
 		if err != nil {
 			t.Fatalf("decoded record does not encode: %v", err)
 		}
@@ -52,23 +52,23 @@ func FuzzDecode(f *testing.F) {
 func FuzzDecodeBody(f *testing.F) {
 	id := engine.IDOf("k")
 	r := engine.Record{ID: id, Limits: []engine.Limit{engine.PerWindow(5, time.Hour), engine.Rate(1, time.Second, 9), engine.PerMonth(7), engine.Credits(4)}, Counters: []uint64{1, 2, 3, 4}}
-	b, err := encode(r)
+	b, err := Encode(r)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(b[:len(b)-4])
-	f.Add([]byte{formatVersion, flagRotated})
-	f.Add([]byte{formatVersion, 0, 9})
+	f.Add([]byte{FormatVersion, flagRotated})
+	f.Add([]byte{FormatVersion, 0, 9})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		v := binary.BigEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
-		r, err := decode(id, v)
+		r, err := Decode(id, v)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
 				t.Fatalf("decode error %v matches neither ErrCorrupt nor ErrVersion", err)
 			}
 			return
 		}
-		if _, err := encode(r); err != nil && !errors.Is(err, ErrUnsupported) {
+		if _, err := Encode(r); err != nil && !errors.Is(err, ErrUnsupported) {
 			t.Fatalf("decoded record does not encode: %v", err)
 		}
 	})
