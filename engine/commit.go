@@ -17,8 +17,8 @@ import (
 // In lease mode (the default) a limit hands out units from a durable
 // reservation of MinChunk to MaxChunk units (its chunk), and the next
 // reservation is written in the background when half of the current one is
-// used. The chunk doubles while a key needs a new reservation within 100 ms
-// of the last, and halves when it needs one after more than 2 s. A crash
+// used. The chunk doubles while a key needs a new reservation within a
+// second of the last, and halves when it needs one after more than 10 s. A crash
 // loses, per limit of each key in use, at most the unused rest of its
 // reservation: never more than MaxChunk units (for a Rate limit, MaxChunk
 // emission intervals), never a unit gained. A clean Close loses nothing.
@@ -26,7 +26,7 @@ import (
 // In exact mode every granted Consume is durable before it returns;
 // concurrent Consumes share one write and one sync (group commit).
 type LeaseOptions struct {
-	// MinChunk is the smallest reservation, and the first. Default 16.
+	// MinChunk is the smallest reservation, and the first. Default 64.
 	MinChunk int64
 	// MaxChunk is the largest reservation, and so the most a crash can
 	// lose per limit of a key. Default 65536.
@@ -35,8 +35,8 @@ type LeaseOptions struct {
 	Exact bool
 }
 
-// DefaultLeaseOptions returns MinChunk 16, MaxChunk 65536, lease mode.
-func DefaultLeaseOptions() LeaseOptions { return LeaseOptions{MinChunk: 16, MaxChunk: 1 << 16} }
+// DefaultLeaseOptions returns MinChunk 64, MaxChunk 65536, lease mode.
+func DefaultLeaseOptions() LeaseOptions { return LeaseOptions{MinChunk: 64, MaxChunk: 1 << 16} }
 
 func (o LeaseOptions) validate() error {
 	if o.MinChunk < 1 || o.MaxChunk < o.MinChunk || o.MaxChunk > 1<<40 {
@@ -244,15 +244,19 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	switch since := now - st.lastReserve; {
 	case st.lastReserve == 0:
 		st.chunk = max(st.chunk, c.opts.MinChunk)
-	case since < int64(100*time.Millisecond):
+	case since < int64(time.Second):
 		st.chunk = min(2*st.chunk, c.opts.MaxChunk)
-	case since > int64(2*time.Second):
+	case since > int64(10*time.Second):
 		st.chunk = max(st.chunk/2, c.opts.MinChunk)
 	}
 	st.lastReserve = now
 	chunk := max(st.chunk, want)
 	r := raise{ent: ent}
-	rec := Record{ID: idOfKey(shard.KeyOf(ent)), Revoked: revoked, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
+	if st.id == nil {
+		id := idOfKey(shard.KeyOf(ent))
+		st.id = &id
+	}
+	rec := Record{ID: *st.id, Revoked: revoked, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
 	for i := range st.limits() {
 		l := st.limits()[i].lim()
 		r.marks[i] = l.reserve(vals[i], atomic.LoadUint64(&ent.marks(i).hard), chunk, now)

@@ -85,6 +85,7 @@ type keyState struct {
 	want   int64       // guarded by the committer's mutex
 	// Owned by the committer goroutine.
 	chunk, lastReserve int64
+	id                 *KeyID // the key's digest, once the committer needed it
 }
 
 // limits returns the key's limits; none for a rotated-out key.

@@ -34,7 +34,7 @@ func WithExact() Option { return func(o *options) { o.lease.Exact = true } }
 
 // WithChunks sets the smallest and largest reservation, in units, of lease
 // mode. The largest is the most a crash can lose per limit of a key.
-// Default: 16 and 65536.
+// Default: 64 and 65536.
 func WithChunks(minChunk, maxChunk int64) Option {
 	return func(o *options) { o.lease.MinChunk, o.lease.MaxChunk = minChunk, maxChunk }
 }

@@ -236,6 +236,9 @@ func TestDamagedFiles(t *testing.T) {
 					s, err := e.Status(fmt.Sprint("key-", k))
 					if errors.Is(err, engine.ErrUnknownKey) {
 						missing++
+						if testing.Verbose() && k == 0 {
+							t.Logf("%s damage %d in %s: key records missing", name, i, filepath.Base(base))
+						}
 						continue
 					}
 					require.NoError(t, err)
