@@ -26,19 +26,6 @@ func TestMiddleware(t *testing.T) {
 	adaptertest.Run(t, newHandler)
 }
 
-// A nil engine is a misconfiguration: every request is refused with 503,
-// never a panic, and the handler never runs.
-func TestNilEngine(t *testing.T) {
-	ran := false
-	h := newHandler(nil, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
-	w := httptest.NewRecorder()
-	r := httptest.NewRequest(http.MethodGet, "/", nil)
-	r.Header.Set("X-API-Key", "key")
-	h.ServeHTTP(w, r)
-	assert.Equal(t, http.StatusServiceUnavailable, w.Code)
-	assert.False(t, ran)
-}
-
 func keyed(eng *engine.Engine, t *testing.T) {
 	t.Helper()
 	require.NoError(t, eng.Register(context.Background(), "key", engine.Credits(100)))

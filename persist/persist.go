@@ -152,6 +152,42 @@ func (s *Store) LeaseOptions() engine.LeaseOptions {
 // Load calls fn with every record. It stops at the first record it cannot
 // read, with an error matching ErrCorrupt or ErrVersion.
 func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
+	return s.open(func(db *badger.DB) error {
+		return db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte(codec.KeyPrefix)})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				item := it.Item()
+				k := item.Key()
+				if len(k) != len(codec.KeyPrefix)+len(engine.KeyID{}) {
+					return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
+				}
+				var id engine.KeyID
+				copy(id[:], k[len(codec.KeyPrefix):])
+				var rec engine.Record
+				err := item.Value(func(v []byte) error {
+					var err error
+					rec, err = codec.Decode(id, v)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("record %x: %w", id[:4], err)
+				}
+				if err := fn(rec); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// open runs f with the database unless the store is closed (or nil); Close
+// waits for it.
+func (s *Store) open(f func(*badger.DB) error) error {
 	if s == nil {
 		return ErrClosed
 	}
@@ -160,35 +196,7 @@ func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
 	if s.close {
 		return ErrClosed
 	}
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte(codec.KeyPrefix)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			item := it.Item()
-			k := item.Key()
-			if len(k) != len(codec.KeyPrefix)+len(engine.KeyID{}) {
-				return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
-			}
-			var id engine.KeyID
-			copy(id[:], k[len(codec.KeyPrefix):])
-			var rec engine.Record
-			err := item.Value(func(v []byte) error {
-				var err error
-				rec, err = codec.Decode(id, v)
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("record %x: %w", id[:4], err)
-			}
-			if err := fn(rec); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return f(s.db)
 }
 
 // Save writes recs in one synced transaction: all of them or none.
@@ -201,21 +209,15 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 		}
 		vals[i] = v
 	}
-	if s == nil {
-		return ErrClosed
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.close {
-		return ErrClosed
-	}
-	return s.db.Update(func(txn *badger.Txn) error {
-		for i, r := range recs {
-			if err := txn.Set(codec.Key(r.ID), vals[i]); err != nil {
-				return err
+	return s.open(func(db *badger.DB) error {
+		return db.Update(func(txn *badger.Txn) error {
+			for i, r := range recs {
+				if err := txn.Set(codec.Key(r.ID), vals[i]); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 }
 

@@ -2,12 +2,10 @@ package ginadapter_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"testing"
 
 	"github.com/gin-gonic/gin"
-	"github.com/stretchr/testify/assert"
 
 	"github.com/allot-go/allot/engine"
 	"github.com/allot-go/allot/httpadapter"
@@ -32,17 +30,4 @@ func newHandler(eng *engine.Engine, app http.Handler, opts ...httpadapter.Option
 // TestMiddleware runs the cases every adapter shares.
 func TestMiddleware(t *testing.T) {
 	adaptertest.Run(t, newHandler)
-}
-
-// A nil engine is a misconfiguration: every request is refused with 503,
-// never a panic, and the handler never runs.
-func TestNilEngine(t *testing.T) {
-	ran := false
-	h := newHandler(nil, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
-	w := httptest.NewRecorder()
-	r := httptest.NewRequest(http.MethodGet, "/", nil)
-	r.Header.Set("X-API-Key", "key")
-	h.ServeHTTP(w, r)
-	assert.Equal(t, http.StatusServiceUnavailable, w.Code)
-	assert.False(t, ran)
 }

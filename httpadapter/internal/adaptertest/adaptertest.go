@@ -60,6 +60,17 @@ var cases = []struct {
 	{"KeyFunc", testKeyFunc},
 	{"Cost", testCost},
 	{"EngineFailure", testEngineFailure},
+	{"NilEngine", testNilEngine},
+}
+
+// testNilEngine: a nil engine is a misconfiguration; every request is
+// refused with 503, never a panic, and the handler never runs.
+func testNilEngine(t *testing.T, mk New) {
+	app := &ok{}
+	rec := serve(mk(nil, app), get("key", "/"))
+	if rec.Code != http.StatusServiceUnavailable || app.calls.Load() != 0 {
+		t.Fatalf("nil engine: status %d, handler ran %d times", rec.Code, app.calls.Load())
+	}
 }
 
 // Clock is a settable clock, safe for concurrent use.
