@@ -621,6 +621,9 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 		var vals [MaxLimits]uint64
 		revoked, ok := snapshot(ent, &vals)
 		if !ok {
+			if e.closed.Load() {
+				return Status{}, ErrClosed // Close seals every key for good
+			}
 			e.waitReplaced(key)
 			continue
 		}
