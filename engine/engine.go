@@ -528,8 +528,10 @@ func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
 	}
 }
 
-// refund gives units back in memory. The reservations stay as they are: a
-// refund moves the value back inside them, so it never needs the store.
+// refund gives units back in memory. With leases, each limit's hard mark
+// moves by the same amount, so that the reservation keeps its size and the
+// key's next record (asked for here, written in the background) counts the
+// refund; until it lands a crash may lose the refund, never more.
 func (e *Engine) refund(ent *entry, n int64) bool {
 	now := e.now()
 	st := ent.st
@@ -540,8 +542,9 @@ func (e *Engine) refund(ent *entry, n int64) bool {
 			if w&sealedBit != 0 {
 				return false
 			}
-			nw := l.refund(w&valueMask, n, now) | w&revokedBit
-			if atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+			nv := l.refund(w&valueMask, n, now)
+			if atomic.CompareAndSwapUint64(&ent.word, w, nv|w&revokedBit) {
+				e.refunded(ent, 0, &l, w&valueMask, nv)
 				return true
 			}
 		}
@@ -554,15 +557,41 @@ func (e *Engine) refund(ent *entry, n int64) bool {
 			return false
 		}
 		l := st.limits()[0].lim()
-		if !atomic.CompareAndSwapUint64(&ent.word, w, l.refund(w&valueMask, n, now)|w&revokedBit) {
+		nv := l.refund(w&valueMask, n, now)
+		if !atomic.CompareAndSwapUint64(&ent.word, w, nv|w&revokedBit) {
 			continue
 		}
+		e.refunded(ent, 0, &l, w&valueMask, nv)
 		for i := 1; i < len(st.limits()); i++ {
 			l := st.limits()[i].lim()
-			st.ms.more[i-1].Store(l.refund(st.ms.more[i-1].Load(), n, now))
+			old := st.ms.more[i-1].Load()
+			nv := l.refund(old, n, now)
+			st.ms.more[i-1].Store(nv)
+			e.refunded(ent, i, &l, old, nv)
 		}
 		return true
 	}
+}
+
+// refunded follows a refund of limit i from value old to nv: with leases it
+// tightens the hard mark by as much (a tighter mark than the durable one is
+// always safe) and asks for the key's record; in exact mode it asks for the
+// record only.
+func (e *Engine) refunded(ent *entry, i int, l *lim, old, nv uint64) {
+	if e.c == nil || old == nv {
+		return
+	}
+	if e.leased {
+		m := ent.marks(i)
+		for {
+			h := atomic.LoadUint64(&m.hard)
+			nh, ok := l.tighten(h, old, nv)
+			if !ok || atomic.CompareAndSwapUint64(&m.hard, h, nh) {
+				break
+			}
+		}
+	}
+	e.c.ask(ent)
 }
 
 // lookup returns key's entry, promoting a recovered record first seen under

@@ -110,3 +110,31 @@ func worst(v, hard uint64, leased bool) uint64 {
 	}
 	return v
 }
+
+// tighten moves hard mark hard by what a refund moved the value from old to
+// nv, so that the reservation keeps its size. It reports false when there is
+// nothing to move (an unbounded mark, a window the mark is not for).
+func (l *lim) tighten(hard, old, nv uint64) (uint64, bool) {
+	switch l.kind {
+	case KindCredits:
+		d := nv - old // a refund only raises a balance
+		if nv < old || hard > valueMask-d {
+			return hard, false
+		}
+		return hard + d, true
+	case KindRate:
+		d := old - nv // a refund only lowers the arrival time
+		if nv > old || hard < d {
+			return hard, false
+		}
+		return hard - d, true
+	}
+	if hard == noLease || hard>>tagShift != nv>>tagShift || old>>tagShift != nv>>tagShift {
+		return hard, false
+	}
+	d := old&usedMask - nv&usedMask
+	if nv&usedMask > old&usedMask || hard&usedMask < d {
+		return hard, false
+	}
+	return hard - d, true
+}
