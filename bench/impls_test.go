@@ -512,17 +512,26 @@ func buildRedisDecr(b *testing.B, keys []string, deny bool) (any, func()) {
 
 func runRedisDecr(b *testing.B, st any, w *walker) {
 	s := st.(*redisState)
+	runRedis(b, s, w, func(key string) (bool, error) {
+		v, err := s.c.Decr(ctx, key).Result()
+		return v >= 0, err
+	})
+}
+
+// runRedis runs take on the walker's keys with 64 requests in flight and
+// counts the grants.
+func runRedis(b *testing.B, s *redisState, w *walker, take func(key string) (bool, error)) {
 	setParallelism(b)
 	b.RunParallel(func(pb *testing.PB) {
 		seq, keys := w.seq, s.keys
 		i, n := w.start(), int64(0)
 		for pb.Next() {
-			v, err := s.c.Decr(ctx, keys[seq[i]]).Result()
+			ok, err := take(keys[seq[i]])
 			if err != nil {
 				b.Error(err)
 				break
 			}
-			if v >= 0 {
+			if ok {
 				n++
 			}
 			i = (i + 1) & (seqLen - 1)
@@ -558,21 +567,8 @@ func buildRedisRate(b *testing.B, keys []string, deny bool) (any, func()) {
 
 func runRedisRate(b *testing.B, st any, w *walker) {
 	s := st.(*redisState)
-	setParallelism(b)
-	b.RunParallel(func(pb *testing.PB) {
-		seq, keys := w.seq, s.keys
-		i, n := w.start(), int64(0)
-		for pb.Next() {
-			r, err := s.lim.Allow(ctx, keys[seq[i]], s.rl)
-			if err != nil {
-				b.Error(err)
-				break
-			}
-			if r.Allowed > 0 {
-				n++
-			}
-			i = (i + 1) & (seqLen - 1)
-		}
-		w.granted.Add(n)
+	runRedis(b, s, w, func(key string) (bool, error) {
+		r, err := s.lim.Allow(ctx, key, s.rl)
+		return err == nil && r.Allowed > 0, err
 	})
 }

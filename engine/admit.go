@@ -29,11 +29,11 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 	if err := checkKey(key); err != nil {
 		return Decision{}, Admission{}, err
 	}
+	if err := checkAmount(n); err != nil {
+		return Decision{}, Admission{}, err
+	}
 	ent := e.lookup(key)
 	if ent == nil {
-		if n <= 0 {
-			return Decision{}, Admission{}, checkAmount(n)
-		}
 		return Decision{Reason: UnknownKey}, Admission{}, nil
 	}
 	t := ent.st.track.Load()

@@ -237,6 +237,8 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 	if n <= 0 {
 		return Decision{}, checkAmount(n)
 	}
+	// The loop is written out here, not shared with Admit: a call more on
+	// this path costs more than Admit's second lookup.
 	for {
 		ent := e.m.Load(key)
 		if ent == nil {
@@ -266,13 +268,10 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 		switch st {
 		case done:
 			if d.Allowed && e.exact {
-				if ent.kind() == 0 {
-					if _, ent = e.resolve(ent.st.alias); ent == nil {
-						return d, nil
+				if o := e.owner(ent); o != nil {
+					if err := e.wait(ctx, e.c.request(o, 0)); err != nil {
+						return Decision{}, err
 					}
-				}
-				if err := e.wait(ctx, e.c.request(ent, 0)); err != nil {
-					return Decision{}, err
 				}
 			}
 			return d, nil
@@ -282,11 +281,23 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			}
 			e.waitReplaced(key)
 		case needLease:
-			if err := e.wait(ctx, e.c.request(ent, n)); err != nil {
-				return Decision{}, err
+			if o := e.owner(ent); o != nil {
+				if err := e.wait(ctx, e.c.request(o, n)); err != nil {
+					return Decision{}, err
+				}
 			}
 		}
 	}
+}
+
+// owner returns the entry whose counters ent draws on: ent itself, or for a
+// rotated-out key the entry of the key it went to (nil if there is none).
+func (e *Engine) owner(ent *entry) *entry {
+	if ent.kind() != 0 {
+		return ent
+	}
+	_, t := e.resolve(ent.st.alias)
+	return t
 }
 
 // granted follows a grant that crossed a soft mark (asks for the next
@@ -455,8 +466,8 @@ func tightest(allowed bool, res []result) int {
 // consumeAlias consumes for a rotated-out key: from the counters of the key
 // it was rotated to, while its grace lasts and it is not revoked. The alias's
 // mutex makes the check of its flag and the consume one step with respect to
-// Revoke of the alias. It waits for the store (a sealed target, a used-up
-// reservation) only after letting the mutex go.
+// Revoke of the alias. The caller waits for the store (a sealed target, a
+// used-up reservation) after the mutex is let go.
 func (e *Engine) consumeAlias(ent *entry, n int64) (Decision, outcome) {
 	st := ent.st
 	st.mu.Lock()
@@ -469,12 +480,7 @@ func (e *Engine) consumeAlias(ent *entry, n int64) (Decision, outcome) {
 	if t == nil {
 		return Decision{Reason: Revoked}, done
 	}
-	d, out := e.consume(t, n)
-	if out == needLease {
-		// Ask for the target's reservation here: the caller only knows ent.
-		e.c.request(t, n)
-	}
-	return d, out
+	return e.consume(t, n)
 }
 
 // resolve follows a rotated-out key to the key that owns its counters.
@@ -533,10 +539,13 @@ func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
 // key's next record (asked for here, written in the background) counts the
 // refund; until it lands a crash may lose the refund, never more.
 func (e *Engine) refund(ent *entry, n int64) bool {
-	now := e.now()
 	st := ent.st
 	if !ent.multi() {
 		l := ent.lim0()
+		var now int64
+		if l.kind != KindCredits {
+			now = e.now()
+		}
 		for {
 			w := atomic.LoadUint64(&ent.word)
 			if w&sealedBit != 0 {
@@ -549,6 +558,7 @@ func (e *Engine) refund(ent *entry, n int64) bool {
 			}
 		}
 	}
+	now := e.now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for {

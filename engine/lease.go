@@ -38,17 +38,7 @@ func (l *lim) unbounded() leasePair {
 // exhausted returns marks with no headroom at value v: the state after a
 // restart, when everything reserved counts as spent.
 func (l *lim) exhausted(v uint64) leasePair {
-	return leasePair{hard: v, soft: noLeaseSoft(l.kind)}
-}
-
-func noLeaseSoft(k Kind) uint64 {
-	switch k {
-	case KindCredits:
-		return 0
-	case KindRate:
-		return valueMask
-	}
-	return noLease
+	return leasePair{hard: v, soft: l.unbounded().soft}
 }
 
 // covered reports whether value nv lies inside the reservation hard.
