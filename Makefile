@@ -20,7 +20,8 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## demo: goroutines race for a quota: a naive map against the engine.
+## demo: over HTTP on 127.0.0.1 and a Badger store: a naive map against the
+## engine for a quota and a revocation, then a restart of the store, and a 429.
 demo:
 	$(GO) run ./cmd/demo
 
