@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
+	"github.com/dunglas/httpsfv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/allot-go/allot/httpadapter/internal/sfv"
 )
 
 // Item is a parsed member of RateLimit or RateLimit-Policy.
@@ -20,10 +20,14 @@ type Item struct {
 }
 
 // CheckFields parses the RateLimit-Policy and RateLimit fields of h as
-// RFC 9651 Lists and checks their shape: every member a String item whose
-// parameters are non-negative Integers, q in every policy, r in every
-// RateLimit item, the same names in the same order in both. It returns the
-// items; both are nil if h has neither field.
+// RFC 9651 Lists with github.com/dunglas/httpsfv, a parser independent of
+// the middleware's serializer, and checks their shape against revision 11
+// of the draft: every member a String item whose parameters are
+// non-negative Integers, q in every policy and w > 0 where present, r in
+// every RateLimit item, the same names in the same order in both. Each
+// field must also be exactly what httpsfv serializes from what it parsed
+// (the canonical form of RFC 9651, section 4.1). It returns the items;
+// both are nil if h has neither field.
 func CheckFields(t *testing.T, h http.Header) (policy, limits []Item) {
 	t.Helper()
 	pv, rv := h.Values("RateLimit-Policy"), h.Values("RateLimit")
@@ -38,6 +42,9 @@ func CheckFields(t *testing.T, h http.Header) (policy, limits []Item) {
 		for _, k := range policy[i].Keys {
 			assert.Contains(t, []string{"q", "w"}, k, "policy parameters")
 		}
+		if w, has := policy[i].Params["w"]; has {
+			assert.Positive(t, w, "policy item %d: w", i)
+		}
 		for _, k := range limits[i].Keys {
 			assert.Contains(t, []string{"r", "t"}, k, "RateLimit parameters")
 		}
@@ -48,24 +55,29 @@ func CheckFields(t *testing.T, h http.Header) (policy, limits []Item) {
 func parseItems(t *testing.T, field string, lines []string, required string) []Item {
 	t.Helper()
 	require.NotEmpty(t, lines, "%s missing", field)
-	ms, err := sfv.ParseList(lines...)
+	l, err := httpsfv.UnmarshalList(lines)
 	require.NoError(t, err, "%s: %q", field, lines)
-	require.NotEmpty(t, ms, "%s is an empty list", field)
-	items := make([]Item, len(ms))
-	for i, m := range ms {
-		require.False(t, m.Inner, "%s member %d is an inner list", field, i)
-		name, isStr := m.Value.(string)
-		require.True(t, isStr, "%s member %d: %#v is not a String", field, i, m.Value)
-		it := Item{Name: name, Params: map[string]int64{}, Keys: m.Params.Keys()}
-		for _, p := range m.Params {
-			v, isInt := p.Value.(int64)
-			require.True(t, isInt, "%s member %d: parameter %s=%#v is not an Integer", field, i, p.Key, p.Value)
-			require.GreaterOrEqual(t, v, int64(0), "%s member %d: %s", field, i, p.Key)
-			it.Params[p.Key] = v
+	require.NotEmpty(t, l, "%s is an empty list", field)
+	canonical, err := httpsfv.Marshal(l)
+	require.NoError(t, err, "%s: %q", field, lines)
+	assert.Equal(t, canonical, strings.Join(lines, ", "), "%s is not in canonical form", field)
+	items := make([]Item, len(l))
+	for i, m := range l {
+		it, isItem := m.(httpsfv.Item)
+		require.True(t, isItem, "%s member %d is an inner list", field, i)
+		name, isStr := it.Value.(string)
+		require.True(t, isStr, "%s member %d: %#v is not a String", field, i, it.Value)
+		item := Item{Name: name, Params: map[string]int64{}, Keys: it.Params.Names()}
+		for _, k := range item.Keys {
+			pv, _ := it.Params.Get(k)
+			v, isInt := pv.(int64)
+			require.True(t, isInt, "%s member %d: parameter %s=%#v is not an Integer", field, i, k, pv)
+			require.GreaterOrEqual(t, v, int64(0), "%s member %d: %s", field, i, k)
+			item.Params[k] = v
 		}
-		_, has := it.Params[required]
+		_, has := item.Params[required]
 		require.True(t, has, "%s member %d lacks %s", field, i, required)
-		items[i] = it
+		items[i] = item
 	}
 	return items
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -223,11 +224,9 @@ func (g *Guard) key(r *http.Request) (string, error) {
 	return "", nil
 }
 
-// errBadQuery reports a query whose key parameter is badly escaped.
-var errBadQuery = errors.New("allot: malformed api key query parameter")
-
 // queryValue returns the first value of parameter name in the raw query q,
-// without parsing the whole query into a map.
+// decoded as url.ParseQuery would, without parsing the whole query into a
+// map. A badly escaped value is an error.
 func queryValue(q, name string) (string, error) {
 	for q != "" {
 		var part string
@@ -237,54 +236,13 @@ func queryValue(q, name string) (string, error) {
 			if !strings.ContainsAny(k, "%+") {
 				continue
 			}
-			if uk, err := unescape(k); err != nil || uk != name {
+			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
 				continue
 			}
 		}
-		return unescape(v)
+		return url.QueryUnescape(v)
 	}
 	return "", nil
-}
-
-// unescape decodes a query component ('+' is a space).
-func unescape(s string) (string, error) {
-	if !strings.ContainsAny(s, "%+") {
-		return s, nil
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '+':
-			b.WriteByte(' ')
-		case '%':
-			if i+2 >= len(s) {
-				return "", errBadQuery
-			}
-			hi, ok1 := unhex(s[i+1])
-			lo, ok2 := unhex(s[i+2])
-			if !ok1 || !ok2 {
-				return "", errBadQuery
-			}
-			b.WriteByte(hi<<4 | lo)
-			i += 2
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // unauthorized writes a 401 with the given challenge and body.
