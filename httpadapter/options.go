@@ -12,17 +12,20 @@ import (
 type Option func(*core.Config)
 
 // WithKeyFunc makes the middleware read the API key with f instead of the
-// default extraction (the X-API-Key header, then Authorization: Bearer, then
-// the WithQueryKey parameter). If f returns an error the request is refused
-// with 401 and error="invalid_token"; if it returns "" it is refused with
-// 401 as carrying no key. A nil f restores the default.
+// default extraction (the X-API-Key header, Authorization: Bearer and the
+// WithQueryKey parameter, which must agree; see the package documentation).
+// If f returns an error the request is refused with 401 and
+// error="invalid_token"; if it returns "" it is refused with 401 as carrying
+// no key. A nil f restores the default.
 func WithKeyFunc(f func(*http.Request) (string, error)) Option {
 	return func(c *core.Config) { c.KeyFunc = f }
 }
 
-// WithQueryKey makes the default key extraction fall back to the query
-// parameter name (for example "api_key") when no header carries a key.
-// Beware: URLs end up in access logs, proxy logs, browser histories and
+// WithQueryKey makes the default key extraction also read the query
+// parameter name (for example "api_key"). Its values count like the headers'
+// keys: a header and a parameter that differ, or two values of the
+// parameter that differ, are refused with 400 as ambiguous, and an empty
+// value with 401. Beware: URLs end up in access logs, proxy logs, browser histories and
 // Referer headers, so a key sent in the query leaks. Off by default; "" turns
 // it off again.
 func WithQueryKey(name string) Option {

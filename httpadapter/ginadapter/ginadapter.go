@@ -1,7 +1,7 @@
 // Package ginadapter enforces an engine's per-API-key quotas on Gin
 // routes. It adapts the middleware of package httpadapter, whose options it
 // takes and whose behaviour it shares: the same key extraction, status codes
-// (401, 429, 503, as application/problem+json bodies), RateLimit and
+// (400, 401, 429, 503, as application/problem+json bodies), RateLimit and
 // RateLimit-Policy fields, refunds and revocation draining. See package
 // httpadapter for the details.
 //

@@ -55,6 +55,7 @@ var cases = []struct {
 	{"Hijack", testHijack},
 	{"RevocationDrain", testRevocationDrain},
 	{"Unauthorized", testUnauthorized},
+	{"AmbiguousKey", testAmbiguousKey},
 	{"QueryKey", testQueryKey},
 	{"KeyFunc", testKeyFunc},
 	{"Cost", testCost},

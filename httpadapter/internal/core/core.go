@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -51,6 +52,7 @@ type Guard struct {
 	refundIf  func(int) bool
 	challenge string // WWW-Authenticate for a missing key
 	invalid   string // WWW-Authenticate for a bad key
+	ambiguous string // WWW-Authenticate for several different keys
 }
 
 // New returns a Guard for eng configured by opts, applied in order to a zero
@@ -85,6 +87,7 @@ func New[O ~func(*Config)](eng *engine.Engine, opts ...O) *Guard {
 	}
 	g.challenge = `Bearer realm=` + quote(realm)
 	g.invalid = g.challenge + `, error="invalid_token"`
+	g.ambiguous = g.challenge + `, error="invalid_request"`
 	return g
 }
 
@@ -158,7 +161,14 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request) (Ticket, bool) {
 	}
 	key, err := g.key(r)
 	if err != nil {
-		g.unauthorized(w, g.invalid, bodyBadCredentials)
+		switch err {
+		case ErrAmbiguousKey:
+			g.challengeWith(w, http.StatusBadRequest, g.ambiguous, bodyAmbiguousKey)
+		case ErrEmptyKey:
+			g.unauthorized(w, g.invalid, bodyEmptyKey)
+		default:
+			g.unauthorized(w, g.invalid, bodyBadCredentials)
+		}
 		return Ticket{}, false
 	}
 	if key == "" {
@@ -205,29 +215,88 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request) (Ticket, bool) {
 	return Ticket{}, false
 }
 
-// key extracts the request's API key: "" if there is none.
+// ErrAmbiguousKey reports a request that carries several different API
+// keys (the default extraction only): which one to charge is not for the
+// middleware to guess.
+var ErrAmbiguousKey = errors.New("allot: the request carries several different API keys")
+
+// ErrEmptyKey reports a request that sends an API key, in X-API-Key or as
+// Authorization: Bearer, that is empty or all white space, or an empty
+// WithQueryKey parameter (the default extraction only).
+var ErrEmptyKey = errors.New("allot: the API key is empty")
+
+// key extracts the request's API key: "" if there is none. The default
+// extraction gathers every key the request carries, in any X-API-Key field
+// line, any Authorization: Bearer credential and, if enabled, any value of
+// the query parameter: none is no key; several that differ are
+// ErrAmbiguousKey; one key, however often it is repeated, is the key, or
+// ErrEmptyKey if it is empty.
 func (g *Guard) key(r *http.Request) (string, error) {
 	if g.keyFunc != nil {
 		return g.keyFunc(r)
 	}
-	if v := r.Header["X-Api-Key"]; len(v) > 0 && v[0] != "" {
-		return v[0], nil
+	var c candidates
+	for _, v := range r.Header["X-Api-Key"] {
+		c.add(textproto.TrimString(v))
 	}
-	if v := r.Header["Authorization"]; len(v) > 0 {
-		if a := v[0]; len(a) > len("Bearer ") && strings.EqualFold(a[:len("Bearer ")], "Bearer ") {
-			return strings.TrimLeft(a[len("Bearer "):], " "), nil
+	for _, v := range r.Header["Authorization"] {
+		if tok, ok := bearer(v); ok {
+			c.add(tok)
 		}
 	}
 	if g.queryKey != "" && r.URL != nil {
-		return queryValue(r.URL.RawQuery, g.queryKey)
+		if err := c.addQuery(r.URL.RawQuery, g.queryKey); err != nil {
+			return "", err
+		}
 	}
-	return "", nil
+	switch {
+	case c.differ:
+		return "", ErrAmbiguousKey
+	case c.n > 0 && c.key == "":
+		return "", ErrEmptyKey
+	}
+	return c.key, nil
 }
 
-// queryValue returns the first value of parameter name in the raw query q,
-// decoded as url.ParseQuery would, without parsing the whole query into a
-// map. A badly escaped value is an error.
-func queryValue(q, name string) (string, error) {
+// candidates are the keys a request carries: how many, the first, and
+// whether any differs from it.
+type candidates struct {
+	key    string
+	n      int
+	differ bool
+}
+
+func (c *candidates) add(k string) {
+	if c.n == 0 {
+		c.key = k
+	} else if k != c.key {
+		c.differ = true
+	}
+	c.n++
+}
+
+// bearer returns the token of an Authorization value of the Bearer scheme
+// (any case), without the white space around it: "" for "Bearer" alone. It
+// returns false for any other scheme.
+func bearer(a string) (string, bool) {
+	const scheme = "Bearer"
+	if len(a) < len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
+		return "", false
+	}
+	rest := a[len(scheme):]
+	if rest != "" && rest[0] != ' ' && rest[0] != '\t' {
+		return "", false // another scheme, such as "Bearerx"
+	}
+	return textproto.TrimString(rest), true
+}
+
+// errBadQuery reports a query whose key parameter is badly escaped.
+var errBadQuery = errors.New("allot: malformed api key query parameter")
+
+// addQuery adds every value of parameter name in the raw query q, decoded
+// as url.ParseQuery would, without parsing the whole query into a map. A
+// badly escaped value is an error.
+func (c *candidates) addQuery(q, name string) error {
 	for q != "" {
 		var part string
 		part, q, _ = strings.Cut(q, "&")
@@ -240,15 +309,24 @@ func queryValue(q, name string) (string, error) {
 				continue
 			}
 		}
-		return url.QueryUnescape(v)
+		v, err := url.QueryUnescape(v)
+		if err != nil {
+			return errBadQuery
+		}
+		c.add(v)
 	}
-	return "", nil
+	return nil
 }
 
 // unauthorized writes a 401 with the given challenge and body.
 func (g *Guard) unauthorized(w http.ResponseWriter, challenge string, body []byte) {
+	g.challengeWith(w, http.StatusUnauthorized, challenge, body)
+}
+
+// challengeWith writes status with the given challenge and body.
+func (g *Guard) challengeWith(w http.ResponseWriter, status int, challenge string, body []byte) {
 	w.Header()["Www-Authenticate"] = []string{challenge}
-	writeBody(w, http.StatusUnauthorized, body)
+	writeBody(w, status, body)
 }
 
 // writeBody writes a problem response.

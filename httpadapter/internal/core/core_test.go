@@ -163,26 +163,54 @@ func TestQuote(t *testing.T) {
 	assert.Equal(t, `"a \"b\" \\ c"`, quote("a \"b\" \\ c\r\n"))
 }
 
-func TestQueryValue(t *testing.T) {
+func TestAddQuery(t *testing.T) {
 	for _, c := range []struct {
 		q, want string
+		n       int
+		differ  bool
 		err     bool
 	}{
-		{"", "", false},
-		{"api_key=k", "k", false},
-		{"a=1&api_key=k&api_key=j", "k", false},
-		{"api_key", "", false},
-		{"api_key=", "", false},
-		{"api%5fkey=a%20b+c", "a b c", false},
-		{"api+key=k", "", false},
-		{"api_keyx=k", "", false},
-		{"api_key=%2", "", true},
-		{"api_key=%g0", "", true},
-		{"api%zzkey=k&api_key=j", "j", false},
+		{"", "", 0, false, false},
+		{"api_key=k", "k", 1, false, false},
+		{"a=1&api_key=k&api_key=j", "k", 2, true, false},
+		{"api_key=k&x=1&api_key=k", "k", 2, false, false},
+		{"api_key", "", 1, false, false},
+		{"api_key=", "", 1, false, false},
+		{"api%5fkey=a%20b+c", "a b c", 1, false, false},
+		{"api+key=k", "", 0, false, false},
+		{"api_keyx=k", "", 0, false, false},
+		{"api_key=%2", "", 0, false, true},
+		{"api_key=%g0", "", 0, false, true},
+		{"api%zzkey=k&api_key=j", "j", 1, false, false},
 	} {
-		v, err := queryValue(c.q, "api_key")
+		var cs candidates
+		err := cs.addQuery(c.q, "api_key")
 		assert.Equal(t, c.err, err != nil, c.q)
-		assert.Equal(t, c.want, v, c.q)
+		if !c.err {
+			assert.Equal(t, candidates{key: c.want, n: c.n, differ: c.differ}, cs, c.q)
+		}
+	}
+}
+
+func TestBearer(t *testing.T) {
+	for _, c := range []struct {
+		a, tok string
+		ok     bool
+	}{
+		{"Bearer k", "k", true},
+		{"bearer   k  ", "k", true},
+		{"BEARER\tk", "k", true},
+		{"Bearer", "", true},
+		{"Bearer ", "", true},
+		{"Bearer \t ", "", true},
+		{"Bearerk", "", false},
+		{"Beare", "", false},
+		{"Basic a2V5Og==", "", false},
+		{"", "", false},
+	} {
+		tok, ok := bearer(c.a)
+		assert.Equal(t, c.ok, ok, "%q", c.a)
+		assert.Equal(t, c.tok, tok, "%q", c.a)
 	}
 }
 
