@@ -90,9 +90,31 @@
 // default any 5xx) or panics (which counts as 500), the request's units are
 // refunded; a panic then goes on unwinding, unchanged. The status is the one
 // the handler passed to WriteHeader, or 200 if it wrote without it or did
-// not write at all. A hijacked connection has no status and is not
-// refunded. Every admitted request counts as in flight until its handler
-// returns, so engine.Engine.RevokeAndWait waits for it.
+// not write at all; a handler that hijacks the connection is judged
+// differently (see Hijacked connections). Every admitted request counts as
+// in flight until its handler returns, so engine.Engine.RevokeAndWait waits
+// for it.
+//
+// # Hijacked connections
+//
+// Once a handler hijacks the connection (http.Hijacker or
+// http.ResponseController), the middleware can no longer see what the
+// client gets. So a hijacked request's units stay spent, whatever the
+// handler writes or does afterwards, a panic included: a panic after a
+// hijack is not refunded, nor is a WriteHeader(500) on the hijacked writer.
+//
+// The one status that counts is a final status that had been sent to the
+// connection before the hijack: it is judged by WithRefundIf as usual, so
+// by default a 500 sent and then hijacked is refunded, once. With net/http,
+// a status passed to WriteHeader is sent as the server hands the connection
+// over, so WriteHeader(500) followed by Hijack counts as 500. With Gin,
+// c.Writer.WriteHeader only records a status until something is written or
+// flushed (c.Writer.Written reports it); a status merely recorded is never
+// sent, and does not count. Hijacking with nothing sent costs the request's
+// units.
+//
+// A hijacked request is done, for RevokeAndWait, when its handler returns,
+// even if another goroutine goes on using the connection.
 //
 // The response writer given to the handler keeps http.Flusher,
 // http.Hijacker, io.ReaderFrom and io.StringWriter working, and unwraps (Unwrap) for

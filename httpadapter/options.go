@@ -63,9 +63,10 @@ func WithClock(now func() time.Time) Option {
 
 // WithRefundIf makes the middleware refund a request's units when
 // refund(status) is true for the status its handler answered (200 if it
-// never called WriteHeader; 500 if it panicked). Default: status >= 500.
-// To never refund, pass func(int) bool { return false }; nil restores the
-// default.
+// never called WriteHeader; 500 if it panicked; for a hijacked connection,
+// only a status sent before the hijack, see the package documentation).
+// Default: status >= 500. To never refund, pass
+// func(int) bool { return false }; nil restores the default.
 func WithRefundIf(refund func(status int) bool) Option {
 	return func(c *core.Config) { c.RefundIf = refund }
 }

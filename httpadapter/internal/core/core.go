@@ -121,24 +121,30 @@ type Ticket struct {
 	adm engine.Admission
 }
 
-// Hijacked is the status to pass to Finish for a request whose connection
-// the handler hijacked: it has no status, and is refunded only if it panics.
-const Hijacked = 0
-
-// Finish ends an admitted request whose handler answered status (Hijacked
-// if it took the connection over), or panicked. It refunds the request's
-// units if the refund predicate accepts the status (a panic counts as 500),
-// then marks the request done for RevokeAndWait. Call it once, deferred, and
-// let a panic go on unwinding: Finish does not recover it.
-func (t *Ticket) Finish(status int, panicked bool) {
+// Finish ends an admitted request, once its handler has returned or
+// panicked. For a handler that kept the connection, status is the final
+// status it answered (200 if it wrote none). For a handler that hijacked the
+// connection, hijacked is true and status is the final status sent to the
+// connection before the hijack, or 0 if none was.
+//
+// Finish refunds the request's units if the refund predicate accepts the
+// status; a panic counts as 500, unless the connection was hijacked: what
+// the client got after a hijack is unknown, so only a status sent before it
+// counts, and without one the units stay spent. Then Finish marks the
+// request done for RevokeAndWait. Call it once, deferred, and let a panic go
+// on unwinding: Finish does not recover it.
+func (t *Ticket) Finish(status int, hijacked, panicked bool) {
 	if t.g == nil {
 		return
 	}
 	defer t.adm.Done()
-	if panicked {
+	switch {
+	case hijacked:
+		if status == 0 {
+			return
+		}
+	case panicked:
 		status = http.StatusInternalServerError
-	} else if status == Hijacked {
-		return
 	}
 	if t.g.refundIf(status) {
 		// The error can only be ErrClosed: nothing is left to refund then.
