@@ -38,18 +38,18 @@ func WithCost(f func(*http.Request) int64) Option {
 	return func(c *core.Config) { c.Cost = f }
 }
 
-// WithFailOpen, if on, lets requests through, unmetered and without
-// rate-limit fields, when the engine fails (it was closed, or its store
-// failed), instead of answering 503. Off by default: the middleware fails
-// closed.
+// WithFailOpen sets whether the middleware lets requests through,
+// unmetered and without rate-limit fields, when the engine fails (it was
+// closed, or its store failed), instead of answering 503. Off by default:
+// the middleware fails closed.
 func WithFailOpen(on bool) Option {
 	return func(c *core.Config) { c.FailOpen = on }
 }
 
-// WithLegacyHeaders, if on, adds the GitHub-style fields X-RateLimit-Limit,
-// X-RateLimit-Remaining and X-RateLimit-Reset (Unix seconds, rounded up),
-// describing the tightest limit of the key, to the draft's RateLimit and
-// RateLimit-Policy fields. Off by default.
+// WithLegacyHeaders sets whether the middleware adds the GitHub-style
+// fields X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
+// (Unix seconds, rounded up), describing the tightest limit of the key, to
+// the draft's RateLimit and RateLimit-Policy fields. Off by default.
 func WithLegacyHeaders(on bool) Option {
 	return func(c *core.Config) { c.Legacy = on }
 }
