@@ -68,7 +68,15 @@ type writer struct {
 // Hijack hijacks Gin's writer. A status Gin had written (Written) before
 // the hijack is sent as the server hands the connection over; one it had
 // only recorded (WriteHeader without a write) never is.
+//
+// If Gin's own writer wraps one that cannot be hijacked, Hijack returns
+// http.ErrNotSupported, as package httpadapter does, where Gin would panic.
 func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if u, ok := w.ResponseWriter.(interface{ Unwrap() http.ResponseWriter }); ok {
+		if _, ok := u.Unwrap().(http.Hijacker); !ok {
+			return nil, nil, http.ErrNotSupported
+		}
+	}
 	written, status := w.ResponseWriter.Written(), w.ResponseWriter.Status()
 	conn, rw, err := w.ResponseWriter.Hijack()
 	if err == nil && !w.hijacked {

@@ -53,6 +53,7 @@ var cases = []struct {
 	{"RefundIf", testRefundIf},
 	{"Flush", testFlush},
 	{"Hijack", testHijack},
+	{"HijackNotSupported", testHijackNotSupported},
 	{"RevocationDrain", testRevocationDrain},
 	{"Unauthorized", testUnauthorized},
 	{"AmbiguousKey", testAmbiguousKey},

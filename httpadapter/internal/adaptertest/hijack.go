@@ -179,3 +179,27 @@ func testHijack(t *testing.T, mk New) {
 	go func() { revoked <- eng.RevokeAndWait(context.Background(), "key") }()
 	require.NoError(t, within(t, revoked))
 }
+
+// A writer that cannot be hijacked (here a recorder) makes Hijack return
+// http.ErrNotSupported, through http.Hijacker and http.ResponseController,
+// without a panic; the handler then answers as usual, and is charged as
+// usual.
+func testHijackNotSupported(t *testing.T, mk New) {
+	eng := NewEngine(t)
+	register(t, eng, "key", engine.Credits(10))
+	var errs []error
+	h := mk(eng, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _, err := w.(http.Hijacker).Hijack()
+		errs = append(errs, err)
+		_, _, err = http.NewResponseController(w).Hijack()
+		errs = append(errs, err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	rec := serve(h, get("key", "/"))
+	require.Len(t, errs, 2)
+	for _, err := range errs {
+		assert.ErrorIs(t, err, http.ErrNotSupported)
+	}
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	assert.Equal(t, int64(10), remaining(t, eng, "key"), "a 503 is refunded: nothing was hijacked")
+}
