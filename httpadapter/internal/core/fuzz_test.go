@@ -35,6 +35,7 @@ func FuzzKeyExtraction(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Cleanup(func() { _ = eng.Close() })
 	plain := New[func(*Config)](eng)
 	withQuery := New(eng, func(c *Config) { c.QueryKey = "api_key" })
 	f.Fuzz(func(t *testing.T, xKey, auth, query string, enableQuery bool) {
