@@ -18,23 +18,23 @@ import (
 	"github.com/allot-go/allot/engine"
 )
 
-// Finished wraps a server's handler and reports on Done each time a request
+// finished wraps a server's handler and reports on Done each time a request
 // has left it, returned or panicked: the middleware inside has then
 // finished the request (refunded it or not, marked it done). Tests wait on
 // it instead of on what the client read, which a handler that hijacks can
 // send before the middleware has finished.
-type Finished struct {
+type finished struct {
 	h    http.Handler
-	Done chan struct{}
+	done chan struct{}
 }
 
-// NewFinished wraps h.
-func NewFinished(h http.Handler) *Finished {
-	return &Finished{h: h, Done: make(chan struct{}, 64)}
+// newFinished wraps h.
+func newFinished(h http.Handler) *finished {
+	return &finished{h: h, done: make(chan struct{}, 64)}
 }
 
-func (f *Finished) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	defer func() { f.Done <- struct{}{} }()
+func (f *finished) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() { f.done <- struct{}{} }()
 	f.h.ServeHTTP(w, r)
 }
 
@@ -128,7 +128,7 @@ var hijackApp = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 func testHijack(t *testing.T, mk New) {
 	eng := NewEngine(t)
 	register(t, eng, "key", engine.Credits(100))
-	fin := NewFinished(mk(eng, hijackApp))
+	fin := newFinished(mk(eng, hijackApp))
 	srv := quietServer(t, fin)
 
 	left := int64(100)
@@ -151,7 +151,7 @@ func testHijack(t *testing.T, mk New) {
 		{"/500-silent", -1, false},         //
 	} {
 		status, body := rawGet(t, srv, c.path, "key")
-		within(t, fin.Done)
+		within(t, fin.done)
 		refund := c.refund
 		if c.status == -1 {
 			// A status recorded but not flushed before the hijack:
