@@ -18,7 +18,7 @@ import (
 	"github.com/allot-go/allot/engine"
 )
 
-// finished wraps a server's handler and reports on Done each time a request
+// finished wraps a server's handler and reports on done each time a request
 // has left it, returned or panicked: the middleware inside has then
 // finished the request (refunded it or not, marked it done). Tests wait on
 // it instead of on what the client read, which a handler that hijacks can
