@@ -113,7 +113,7 @@ func (e *Engine) headTracker(key string) (*tracker, bool) {
 // trackerOf returns the tracker that counts key's requests in flight, if
 // there is one yet: its head's.
 func (e *Engine) trackerOf(key string) *tracker {
-	ent := e.m.Load(key)
+	ent, _ := e.find(key)
 	if ent == nil {
 		return nil
 	}

@@ -4,11 +4,27 @@
 //
 // # Keys and costs
 //
-// The key is read from the X-API-Key header, else from an
-// `Authorization: Bearer <key>` header. WithQueryKey adds a query parameter
-// as a last resort (keys in URLs leak into logs), and WithKeyFunc replaces
-// the extraction altogether. Each request costs one unit, or what WithCost
-// says.
+// The key is read from the X-API-Key header or from an
+// `Authorization: Bearer <key>` header (the scheme in any case, white space
+// around the key ignored). WithQueryKey adds a query parameter (keys in
+// URLs leak into logs), and WithKeyFunc replaces the extraction
+// altogether. Each request costs one unit, or what WithCost says.
+//
+// Every key the request carries counts, and none is silently preferred to
+// another: each X-API-Key field line, each Bearer credential and, with
+// WithQueryKey, each value of the parameter. A header that is sent counts
+// even if it is empty. Then:
+//
+//   - no key at all (no X-API-Key, no Bearer credential, no parameter; an
+//     Authorization header of another scheme is not a key): 401, missing
+//     key;
+//   - several keys that are not all the same (two X-API-Key lines that
+//     differ, an empty one and a real one, X-API-Key and a different Bearer
+//     token, a header and a different parameter): 400, invalid_request. The
+//     middleware does not guess which key to charge, and charges none;
+//   - one key, however often it is sent: that key, or 401 invalid_token if
+//     it is empty or all white space (`Authorization: Bearer` without a
+//     token, `X-API-Key:` without a value).
 //
 // # Status codes
 //
@@ -18,12 +34,16 @@
 // title, status and detail):
 //
 //   - 401 Unauthorized: no key (WWW-Authenticate: Bearer realm="api"), or
-//     a key that is unknown, revoked, malformed (empty after "Bearer ", too
-//     long) or that WithKeyFunc could not read (WWW-Authenticate: Bearer
-//     realm="api", error="invalid_token"). The challenge uses the Bearer
-//     scheme of RFC 6750 because that is the standard way to send the key;
-//     the X-API-Key header is accepted all the same. WithRealm sets the
-//     realm.
+//     a key that is empty, unknown, revoked, malformed (too long, badly
+//     escaped in the query) or that WithKeyFunc could not read
+//     (WWW-Authenticate: Bearer realm="api", error="invalid_token"). The
+//     challenge uses the Bearer scheme of RFC 6750 because that is the
+//     standard way to send the key; the X-API-Key header is accepted all the
+//     same. WithRealm sets the realm.
+//   - 400 Bad Request: the request carries several different keys
+//     (WWW-Authenticate: Bearer realm="api", error="invalid_request", as
+//     RFC 6750 says for a request that uses more than one method to send
+//     its token).
 //   - 429 Too Many Requests: a limit of the key is exhausted. The problem
 //     type is the draft's
 //     https://iana.org/assignments/http-problem-types#quota-exceeded, whose
@@ -55,8 +75,8 @@
 // w. In RateLimit, r is the units left and t the seconds, rounded up, until
 // the limit is full again (the end of the window, or the time a Rate
 // bucket is full); Credits have no t. Integers are clamped to the 15 digits
-// RFC 9651 allows. Responses to requests without a live key (401, 503) have
-// none of these fields.
+// RFC 9651 allows. Responses to requests without a live key (400, 401, 503)
+// have none of these fields.
 //
 // WithLegacyHeaders(true) adds the GitHub-style X-RateLimit-Limit,
 // X-RateLimit-Remaining and X-RateLimit-Reset (the Unix time, in seconds
@@ -70,9 +90,31 @@
 // default any 5xx) or panics (which counts as 500), the request's units are
 // refunded; a panic then goes on unwinding, unchanged. The status is the one
 // the handler passed to WriteHeader, or 200 if it wrote without it or did
-// not write at all. A hijacked connection has no status and is not
-// refunded. Every admitted request counts as in flight until its handler
-// returns, so engine.Engine.RevokeAndWait waits for it.
+// not write at all; a handler that hijacks the connection is judged
+// differently (see Hijacked connections). Every admitted request counts as
+// in flight until its handler returns, so engine.Engine.RevokeAndWait waits
+// for it.
+//
+// # Hijacked connections
+//
+// Once a handler hijacks the connection (http.Hijacker or
+// http.ResponseController), the middleware can no longer see what the
+// client gets. So a hijacked request's units stay spent, whatever the
+// handler writes or does afterwards, a panic included: a panic after a
+// hijack is not refunded, nor is a WriteHeader(500) on the hijacked writer.
+//
+// The one status that counts is a final status that had been sent to the
+// connection before the hijack: it is judged by WithRefundIf as usual, so
+// by default a 500 sent and then hijacked is refunded, once. With net/http,
+// a status passed to WriteHeader is sent as the server hands the connection
+// over, so WriteHeader(500) followed by Hijack counts as 500. With Gin,
+// c.Writer.WriteHeader only records a status until something is written or
+// flushed (c.Writer.Written reports it); a status merely recorded is never
+// sent, and does not count. Hijacking with nothing sent costs the request's
+// units.
+//
+// A hijacked request is done, for RevokeAndWait, when its handler returns,
+// even if another goroutine goes on using the connection.
 //
 // The response writer given to the handler keeps http.Flusher,
 // http.Hijacker, io.ReaderFrom and io.StringWriter working, and unwraps (Unwrap) for

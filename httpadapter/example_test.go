@@ -102,3 +102,39 @@ func ExampleMiddleware_options() {
 	//   X-RateLimit-Remaining: 14
 	//   X-RateLimit-Reset: 1767268801
 }
+
+// Every key a request carries counts: an empty one is a malformed key, two
+// different ones are ambiguous and charge nothing, the same key twice is
+// that key.
+func ExampleMiddleware_keys() {
+	eng, _ := engine.New()
+	defer eng.Close()
+	_ = eng.Register(context.Background(), "key-c", engine.Credits(10))
+	_ = eng.Register(context.Background(), "key-d", engine.Credits(10))
+	h := httpadapter.Middleware(eng)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+
+	for _, hd := range []http.Header{
+		{"Authorization": {"Bearer "}},
+		{"X-Api-Key": {"", "key-c"}},
+		{"X-Api-Key": {"key-c"}, "Authorization": {"Bearer key-d"}},
+		{"X-Api-Key": {"key-c"}, "Authorization": {"Bearer key-c"}},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header = hd
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if c := rec.Header().Get("WWW-Authenticate"); c != "" {
+			fmt.Println(rec.Code, c)
+		} else {
+			fmt.Println(rec.Code)
+		}
+	}
+	st, _ := eng.Status("key-c")
+	fmt.Println("key-c left:", st.Limits[0].Remaining)
+	// Output:
+	// 401 Bearer realm="api", error="invalid_token"
+	// 400 Bearer realm="api", error="invalid_request"
+	// 400 Bearer realm="api", error="invalid_request"
+	// 200
+	// key-c left: 9
+}

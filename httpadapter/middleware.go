@@ -34,7 +34,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rw := &responseWriter{ResponseWriter: w}
 	panicked := true
-	defer func() { t.Finish(rw.result(), panicked) }()
+	defer func() {
+		status, hijacked := rw.result()
+		t.Finish(status, hijacked, panicked)
+	}()
 	h.next.ServeHTTP(rw, r)
 	panicked = false
 }
@@ -44,17 +47,21 @@ type responseWriter struct {
 	http.ResponseWriter
 	status   int
 	hijacked bool
+	sent     int // the status passed on before the hijack, 0 if none
 }
 
-// result returns the status to judge the request by.
-func (w *responseWriter) result() int {
+// result returns the status to judge the request by: for a hijacked
+// connection, the status passed on before the hijack, which the server
+// sends as it hands the connection over (0 if there was none); otherwise
+// the status the handler answered, 200 if none.
+func (w *responseWriter) result() (status int, hijacked bool) {
 	switch {
 	case w.hijacked:
-		return core.Hijacked
+		return w.sent, true
 	case w.status == 0:
-		return http.StatusOK
+		return http.StatusOK, false
 	}
-	return w.status
+	return w.status, false
 }
 
 // WriteHeader records the first final status (informational 1xx responses
@@ -114,11 +121,12 @@ func (w *responseWriter) FlushError() error {
 
 // Hijack implements http.Hijacker by hijacking the underlying writer
 // (directly or through Unwrap); it returns http.ErrNotSupported if that
-// cannot be hijacked.
+// cannot be hijacked. What the handler does after a successful hijack
+// changes nothing for the middleware.
 func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked = true
+	if err == nil && !w.hijacked {
+		w.hijacked, w.sent = true, w.status
 	}
 	return conn, rw, err
 }

@@ -12,17 +12,20 @@ import (
 type Option func(*core.Config)
 
 // WithKeyFunc makes the middleware read the API key with f instead of the
-// default extraction (the X-API-Key header, then Authorization: Bearer, then
-// the WithQueryKey parameter). If f returns an error the request is refused
-// with 401 and error="invalid_token"; if it returns "" it is refused with
-// 401 as carrying no key. A nil f restores the default.
+// default extraction (the X-API-Key header, Authorization: Bearer and the
+// WithQueryKey parameter, which must agree; see the package documentation).
+// If f returns an error the request is refused with 401 and
+// error="invalid_token"; if it returns "" it is refused with 401 as carrying
+// no key. A nil f restores the default.
 func WithKeyFunc(f func(*http.Request) (string, error)) Option {
 	return func(c *core.Config) { c.KeyFunc = f }
 }
 
-// WithQueryKey makes the default key extraction fall back to the query
-// parameter name (for example "api_key") when no header carries a key.
-// Beware: URLs end up in access logs, proxy logs, browser histories and
+// WithQueryKey makes the default key extraction also read the query
+// parameter name (for example "api_key"). Its values count like the headers'
+// keys: a header and a parameter that differ, or two values of the
+// parameter that differ, are refused with 400 as ambiguous, and an empty
+// value with 401. Beware: URLs end up in access logs, proxy logs, browser histories and
 // Referer headers, so a key sent in the query leaks. Off by default; "" turns
 // it off again.
 func WithQueryKey(name string) Option {
@@ -35,18 +38,18 @@ func WithCost(f func(*http.Request) int64) Option {
 	return func(c *core.Config) { c.Cost = f }
 }
 
-// WithFailOpen, if on, lets requests through, unmetered and without
-// rate-limit fields, when the engine fails (it was closed, or its store
-// failed), instead of answering 503. Off by default: the middleware fails
-// closed.
+// WithFailOpen sets whether the middleware lets requests through,
+// unmetered and without rate-limit fields, when the engine fails (it was
+// closed, or its store failed), instead of answering 503. Off by default:
+// the middleware fails closed.
 func WithFailOpen(on bool) Option {
 	return func(c *core.Config) { c.FailOpen = on }
 }
 
-// WithLegacyHeaders, if on, adds the GitHub-style fields X-RateLimit-Limit,
-// X-RateLimit-Remaining and X-RateLimit-Reset (Unix seconds, rounded up),
-// describing the tightest limit of the key, to the draft's RateLimit and
-// RateLimit-Policy fields. Off by default.
+// WithLegacyHeaders sets whether the middleware adds the GitHub-style
+// fields X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
+// (Unix seconds, rounded up), describing the tightest limit of the key, to
+// the draft's RateLimit and RateLimit-Policy fields. Off by default.
 func WithLegacyHeaders(on bool) Option {
 	return func(c *core.Config) { c.Legacy = on }
 }
@@ -60,9 +63,10 @@ func WithClock(now func() time.Time) Option {
 
 // WithRefundIf makes the middleware refund a request's units when
 // refund(status) is true for the status its handler answered (200 if it
-// never called WriteHeader; 500 if it panicked). Default: status >= 500.
-// To never refund, pass func(int) bool { return false }; nil restores the
-// default.
+// never called WriteHeader; 500 if it panicked; for a hijacked connection,
+// only a status sent before the hijack, see the package documentation).
+// Default: status >= 500. To never refund, pass
+// func(int) bool { return false }; nil restores the default.
 func WithRefundIf(refund func(status int) bool) Option {
 	return func(c *core.Config) { c.RefundIf = refund }
 }

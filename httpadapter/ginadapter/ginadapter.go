@@ -1,7 +1,7 @@
 // Package ginadapter enforces an engine's per-API-key quotas on Gin
 // routes. It adapts the middleware of package httpadapter, whose options it
 // takes and whose behaviour it shares: the same key extraction, status codes
-// (401, 429, 503, as application/problem+json bodies), RateLimit and
+// (400, 401, 429, 503, as application/problem+json bodies), RateLimit and
 // RateLimit-Policy fields, refunds and revocation draining. See package
 // httpadapter for the details.
 //
@@ -9,10 +9,19 @@
 // of the chain runs. For refunds, the status is c.Writer.Status() once the
 // chain has run (Gin's default is 200); a panic counts as 500 and goes on
 // unwinding after the refund, to gin.Recovery if it is installed before
-// this middleware.
+// this middleware. A hijacked connection costs what package httpadapter
+// says (its section "Hijacked connections"): the units stay spent, unless
+// Gin had written a final status before the hijack, which then counts; a
+// status only recorded with c.Writer.WriteHeader is never sent by Gin, and
+// does not count. The middleware wraps c.Writer, to see the hijack, while
+// the rest of the chain runs.
 package ginadapter
 
 import (
+	"bufio"
+	"net"
+	"net/http"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/allot-go/allot/engine"
@@ -33,9 +42,51 @@ func Middleware(eng *engine.Engine, opts ...httpadapter.Option) gin.HandlerFunc 
 			c.Abort()
 			return
 		}
+		w := &writer{ResponseWriter: c.Writer}
+		c.Writer = w
 		panicked := true
-		defer func() { t.Finish(c.Writer.Status(), panicked) }()
+		defer func() {
+			c.Writer = w.ResponseWriter
+			if w.hijacked {
+				t.Finish(w.sent, true, panicked)
+			} else {
+				t.Finish(w.Status(), false, panicked)
+			}
+		}()
 		c.Next()
 		panicked = false
 	}
 }
+
+// writer is Gin's writer, which it wraps to see a hijack.
+type writer struct {
+	gin.ResponseWriter
+	hijacked bool
+	sent     int // the status written before the hijack, 0 if none
+}
+
+// Hijack hijacks Gin's writer. A status Gin had written (Written) before
+// the hijack is sent as the server hands the connection over; one it had
+// only recorded (WriteHeader without a write) never is.
+//
+// If Gin's own writer wraps one that cannot be hijacked, Hijack returns
+// http.ErrNotSupported, as package httpadapter does, where Gin would panic.
+func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if u, ok := w.ResponseWriter.(interface{ Unwrap() http.ResponseWriter }); ok {
+		if _, ok := u.Unwrap().(http.Hijacker); !ok {
+			return nil, nil, http.ErrNotSupported
+		}
+	}
+	written, status := w.ResponseWriter.Written(), w.ResponseWriter.Status()
+	conn, rw, err := w.ResponseWriter.Hijack()
+	if err == nil && !w.hijacked {
+		w.hijacked = true
+		if written {
+			w.sent = status
+		}
+	}
+	return conn, rw, err
+}
+
+// Unwrap returns Gin's writer, for http.ResponseController.
+func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,11 +1,17 @@
 package ginadapter_test
 
 import (
+	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/allot-go/allot/engine"
 	"github.com/allot-go/allot/httpadapter"
@@ -30,4 +36,43 @@ func newHandler(eng *engine.Engine, app http.Handler, opts ...httpadapter.Option
 // TestMiddleware runs the cases every adapter shares.
 func TestMiddleware(t *testing.T) {
 	adaptertest.Run(t, newHandler)
+}
+
+// The middleware wraps c.Writer to see hijacks: the wrapper keeps Gin's
+// writer working (status, size, http.ResponseController through Unwrap),
+// and middleware outside it gets its own writer back once the chain has
+// run.
+func TestWriterWrapper(t *testing.T) {
+	eng := adaptertest.NewEngine(t)
+	require.NoError(t, eng.Register(context.Background(), "key", engine.Credits(10)))
+	var outerBefore, outerAfter gin.ResponseWriter
+	var deadlineErr error
+	var status, size int
+	r := gin.New()
+	r.Use(func(c *gin.Context) {
+		outerBefore = c.Writer
+		c.Next()
+		outerAfter = c.Writer
+		status, size = c.Writer.Status(), c.Writer.Size()
+	}, ginadapter.Middleware(eng))
+	r.GET("/", func(c *gin.Context) {
+		deadlineErr = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(24 * time.Hour)) // never reached
+		c.String(http.StatusAccepted, "accepted")
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-API-Key", "key")
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusAccepted, resp.StatusCode)
+	assert.Equal(t, "accepted", string(body))
+	assert.NoError(t, deadlineErr, "deadlines reach the connection through Unwrap")
+	assert.Same(t, outerBefore, outerAfter, "the outer middleware gets its writer back")
+	assert.Equal(t, http.StatusAccepted, status)
+	assert.Equal(t, len("accepted"), size)
 }

@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/textproto"
+	"net/url"
 	"strings"
 	"time"
 
@@ -50,6 +52,7 @@ type Guard struct {
 	refundIf  func(int) bool
 	challenge string // WWW-Authenticate for a missing key
 	invalid   string // WWW-Authenticate for a bad key
+	ambiguous string // WWW-Authenticate for several different keys
 }
 
 // New returns a Guard for eng configured by opts, applied in order to a zero
@@ -84,6 +87,7 @@ func New[O ~func(*Config)](eng *engine.Engine, opts ...O) *Guard {
 	}
 	g.challenge = `Bearer realm=` + quote(realm)
 	g.invalid = g.challenge + `, error="invalid_token"`
+	g.ambiguous = g.challenge + `, error="invalid_request"`
 	return g
 }
 
@@ -117,24 +121,30 @@ type Ticket struct {
 	adm engine.Admission
 }
 
-// Hijacked is the status to pass to Finish for a request whose connection
-// the handler hijacked: it has no status, and is refunded only if it panics.
-const Hijacked = 0
-
-// Finish ends an admitted request whose handler answered status (Hijacked
-// if it took the connection over), or panicked. It refunds the request's
-// units if the refund predicate accepts the status (a panic counts as 500),
-// then marks the request done for RevokeAndWait. Call it once, deferred, and
-// let a panic go on unwinding: Finish does not recover it.
-func (t *Ticket) Finish(status int, panicked bool) {
+// Finish ends an admitted request, once its handler has returned or
+// panicked. For a handler that kept the connection, status is the final
+// status it answered (200 if it wrote none). For a handler that hijacked the
+// connection, hijacked is true and status is the final status sent to the
+// connection before the hijack, or 0 if none was.
+//
+// Finish refunds the request's units if the refund predicate accepts the
+// status; a panic counts as 500, unless the connection was hijacked: what
+// the client got after a hijack is unknown, so only a status sent before it
+// counts, and without one the units stay spent. Then Finish marks the
+// request done for RevokeAndWait. Call it once, deferred, and let a panic go
+// on unwinding: Finish does not recover it.
+func (t *Ticket) Finish(status int, hijacked, panicked bool) {
 	if t.g == nil {
 		return
 	}
 	defer t.adm.Done()
-	if panicked {
+	switch {
+	case hijacked:
+		if status == 0 {
+			return
+		}
+	case panicked:
 		status = http.StatusInternalServerError
-	} else if status == Hijacked {
-		return
 	}
 	if t.g.refundIf(status) {
 		// The error can only be ErrClosed: nothing is left to refund then.
@@ -157,7 +167,14 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request) (Ticket, bool) {
 	}
 	key, err := g.key(r)
 	if err != nil {
-		g.unauthorized(w, g.invalid, bodyBadCredentials)
+		switch err {
+		case ErrAmbiguousKey:
+			g.challengeWith(w, http.StatusBadRequest, g.ambiguous, bodyAmbiguousKey)
+		case ErrEmptyKey:
+			g.unauthorized(w, g.invalid, bodyEmptyKey)
+		default:
+			g.unauthorized(w, g.invalid, bodyBadCredentials)
+		}
 		return Ticket{}, false
 	}
 	if key == "" {
@@ -216,31 +233,88 @@ func (g *Guard) limits(dst []engine.LimitStatus, key string, d *engine.Decision)
 	return ls
 }
 
-// key extracts the request's API key: "" if there is none.
+// ErrAmbiguousKey reports a request that carries several different API
+// keys (the default extraction only): which one to charge is not for the
+// middleware to guess.
+var ErrAmbiguousKey = errors.New("allot: the request carries several different API keys")
+
+// ErrEmptyKey reports a request that sends an API key, in X-API-Key or as
+// Authorization: Bearer, that is empty or all white space, or an empty
+// WithQueryKey parameter (the default extraction only).
+var ErrEmptyKey = errors.New("allot: the API key is empty")
+
+// key extracts the request's API key: "" if there is none. The default
+// extraction gathers every key the request carries, in any X-API-Key field
+// line, any Authorization: Bearer credential and, if enabled, any value of
+// the query parameter: none is no key; several that differ are
+// ErrAmbiguousKey; one key, however often it is repeated, is the key, or
+// ErrEmptyKey if it is empty.
 func (g *Guard) key(r *http.Request) (string, error) {
 	if g.keyFunc != nil {
 		return g.keyFunc(r)
 	}
-	if v := r.Header["X-Api-Key"]; len(v) > 0 && v[0] != "" {
-		return v[0], nil
+	var c candidates
+	for _, v := range r.Header["X-Api-Key"] {
+		c.add(textproto.TrimString(v))
 	}
-	if v := r.Header["Authorization"]; len(v) > 0 {
-		if a := v[0]; len(a) > len("Bearer ") && strings.EqualFold(a[:len("Bearer ")], "Bearer ") {
-			return strings.TrimLeft(a[len("Bearer "):], " "), nil
+	for _, v := range r.Header["Authorization"] {
+		if tok, ok := bearer(v); ok {
+			c.add(tok)
 		}
 	}
 	if g.queryKey != "" && r.URL != nil {
-		return queryValue(r.URL.RawQuery, g.queryKey)
+		if err := c.addQuery(r.URL.RawQuery, g.queryKey); err != nil {
+			return "", err
+		}
 	}
-	return "", nil
+	switch {
+	case c.differ:
+		return "", ErrAmbiguousKey
+	case c.n > 0 && c.key == "":
+		return "", ErrEmptyKey
+	}
+	return c.key, nil
+}
+
+// candidates are the keys a request carries: how many, the first, and
+// whether any differs from it.
+type candidates struct {
+	key    string
+	n      int
+	differ bool
+}
+
+func (c *candidates) add(k string) {
+	if c.n == 0 {
+		c.key = k
+	} else if k != c.key {
+		c.differ = true
+	}
+	c.n++
+}
+
+// bearer returns the token of an Authorization value of the Bearer scheme
+// (any case), without the white space around it: "" for "Bearer" alone. It
+// returns false for any other scheme.
+func bearer(a string) (string, bool) {
+	const scheme = "Bearer"
+	if len(a) < len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
+		return "", false
+	}
+	rest := a[len(scheme):]
+	if rest != "" && rest[0] != ' ' && rest[0] != '\t' {
+		return "", false // another scheme, such as "Bearerx"
+	}
+	return textproto.TrimString(rest), true
 }
 
 // errBadQuery reports a query whose key parameter is badly escaped.
 var errBadQuery = errors.New("allot: malformed api key query parameter")
 
-// queryValue returns the first value of parameter name in the raw query q,
-// without parsing the whole query into a map.
-func queryValue(q, name string) (string, error) {
+// addQuery adds every value of parameter name in the raw query q, decoded
+// as url.ParseQuery would, without parsing the whole query into a map. A
+// badly escaped value is an error.
+func (c *candidates) addQuery(q, name string) error {
 	for q != "" {
 		var part string
 		part, q, _ = strings.Cut(q, "&")
@@ -249,60 +323,28 @@ func queryValue(q, name string) (string, error) {
 			if !strings.ContainsAny(k, "%+") {
 				continue
 			}
-			if uk, err := unescape(k); err != nil || uk != name {
+			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
 				continue
 			}
 		}
-		return unescape(v)
-	}
-	return "", nil
-}
-
-// unescape decodes a query component ('+' is a space).
-func unescape(s string) (string, error) {
-	if !strings.ContainsAny(s, "%+") {
-		return s, nil
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '+':
-			b.WriteByte(' ')
-		case '%':
-			if i+2 >= len(s) {
-				return "", errBadQuery
-			}
-			hi, ok1 := unhex(s[i+1])
-			lo, ok2 := unhex(s[i+2])
-			if !ok1 || !ok2 {
-				return "", errBadQuery
-			}
-			b.WriteByte(hi<<4 | lo)
-			i += 2
-		default:
-			b.WriteByte(c)
+		v, err := url.QueryUnescape(v)
+		if err != nil {
+			return errBadQuery
 		}
+		c.add(v)
 	}
-	return b.String(), nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
+	return nil
 }
 
 // unauthorized writes a 401 with the given challenge and body.
 func (g *Guard) unauthorized(w http.ResponseWriter, challenge string, body []byte) {
+	g.challengeWith(w, http.StatusUnauthorized, challenge, body)
+}
+
+// challengeWith writes status with the given challenge and body.
+func (g *Guard) challengeWith(w http.ResponseWriter, status int, challenge string, body []byte) {
 	w.Header()["Www-Authenticate"] = []string{challenge}
-	writeBody(w, http.StatusUnauthorized, body)
+	writeBody(w, status, body)
 }
 
 // writeBody writes a problem response.

@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dunglas/httpsfv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/allot-go/allot/engine"
-	"github.com/allot-go/allot/httpadapter/internal/sfv"
 )
 
 func TestCeilSeconds(t *testing.T) {
@@ -67,18 +67,95 @@ func TestFieldsClampAndParse(t *testing.T) {
 	limits := string(AppendRateLimit(nil, ls))
 	assert.Equal(t, `"odd name !#$%&'()*+,-./:;<=>?@[]^_{|}~";r=999999999999999, "rate";r=1099511627776;t=0`, limits)
 	for _, f := range []string{policy, limits} {
-		ms, err := sfv.ParseList(f)
+		l, err := httpsfv.UnmarshalList([]string{f})
 		require.NoError(t, err, f)
-		require.Len(t, ms, 2)
-		assert.Equal(t, ls[0].Limit.Name(), ms[0].Value)
+		require.Len(t, l, 2)
+		assert.Equal(t, ls[0].Limit.Name(), l[0].(httpsfv.Item).Value)
 	}
+}
+
+// sfvList builds, with httpsfv, the List the serializer must write: one
+// String item per limit, with the given Integer parameters.
+func sfvList(ls []engine.LimitStatus, params func(engine.LimitStatus, *httpsfv.Params)) httpsfv.List {
+	l := httpsfv.List{}
+	for _, s := range ls {
+		it := httpsfv.NewItem(s.Limit.Name())
+		params(s, it.Params)
+		l = append(l, it)
+	}
+	return l
+}
+
+func clampSF(v int64) int64 { return min(max(v, 0), 999_999_999_999_999) }
+
+// The serializer writes exactly what httpsfv, an independent RFC 9651
+// implementation, serializes for the same items (RFC 9651's serialization
+// is canonical, so the bytes must match), for every kind of limit, at full
+// and partial balances and past the 15-digit clamp.
+func TestFieldsMatchHTTPSFV(t *testing.T) {
+	clock := time.Date(2026, 2, 27, 12, 0, 0, 0, time.UTC)
+	eng, err := engine.New(engine.WithClock(func() time.Time { return clock }))
+	require.NoError(t, err)
+	defer eng.Close()
+	keys := map[string][]engine.Limit{
+		"credits": {engine.Credits(engine.MaxCredits)},
+		"month":   {engine.PerMonth(3)},
+		"window":  {engine.PerWindow(7, 90*time.Second).Named("a-b_c.d")},
+		"rate":    {engine.Rate(3, time.Second, 5)},
+		"many": {engine.Credits(1000), engine.PerMonth(30), engine.PerWindow(10, time.Hour),
+			engine.Rate(10, time.Second, 20).Named("burst"), engine.Rate(1, time.Nanosecond, 1<<40).Named("huge")},
+		"odd": {engine.Credits(5).Named(`odd name !#$%&'()*+,-./:;<=>?@[]^_{|}~`)},
+	}
+	for key, limits := range keys {
+		require.NoError(t, eng.Register(context.Background(), key, limits...), key)
+		for spent := range 3 {
+			ls, err := eng.AppendLimits(nil, key)
+			require.NoError(t, err)
+			want, err := httpsfv.Marshal(sfvList(ls, func(s engine.LimitStatus, p *httpsfv.Params) {
+				p.Add("q", clampSF(s.Limit.Quota()))
+				if w, ok := Window(s.Limit); ok {
+					p.Add("w", clampSF(w))
+				}
+			}))
+			require.NoError(t, err)
+			assert.Equal(t, want, string(AppendPolicy(nil, ls)), "%s policy after %d", key, spent)
+			want, err = httpsfv.Marshal(sfvList(ls, func(s engine.LimitStatus, p *httpsfv.Params) {
+				p.Add("r", clampSF(s.Remaining))
+				if s.Limit.Kind() != engine.KindCredits {
+					p.Add("t", ceilSeconds(s.ResetAfter))
+				}
+			}))
+			require.NoError(t, err)
+			assert.Equal(t, want, string(AppendRateLimit(nil, ls)), "%s RateLimit after %d", key, spent)
+			_, err = eng.Consume(context.Background(), key, 1)
+			require.NoError(t, err)
+		}
+	}
+}
+
+// The serializer does not allocate: it appends to the caller's buffer.
+func TestFieldsAllocationFree(t *testing.T) {
+	eng, err := engine.New()
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.Register(context.Background(), "k",
+		engine.Credits(1000), engine.PerMonth(30), engine.Rate(10, time.Second, 20).Named("burst")))
+	ls, err := eng.AppendLimits(nil, "k")
+	require.NoError(t, err)
+	buf := make([]byte, 0, 768)
+	allocs := testing.AllocsPerRun(100, func() {
+		b := AppendPolicy(buf[:0], ls)
+		b = AppendRateLimit(b, ls)
+		buf = b[:0]
+	})
+	assert.Zero(t, allocs)
 }
 
 func TestAppendString(t *testing.T) {
 	assert.Equal(t, `"a\"b\\c?d"`, string(appendString(nil, "a\"b\\c\x01d")))
-	ms, err := sfv.ParseList(string(appendString(nil, "a\"b\\c\x01d\xff")))
+	it, err := httpsfv.UnmarshalItem([]string{string(appendString(nil, "a\"b\\c\x01d\xff"))})
 	require.NoError(t, err)
-	assert.Equal(t, `a"b\c?d?`, ms[0].Value)
+	assert.Equal(t, `a"b\c?d?`, it.Value)
 }
 
 func TestQuote(t *testing.T) {
@@ -86,26 +163,54 @@ func TestQuote(t *testing.T) {
 	assert.Equal(t, `"a \"b\" \\ c"`, quote("a \"b\" \\ c\r\n"))
 }
 
-func TestQueryValue(t *testing.T) {
+func TestAddQuery(t *testing.T) {
 	for _, c := range []struct {
 		q, want string
+		n       int
+		differ  bool
 		err     bool
 	}{
-		{"", "", false},
-		{"api_key=k", "k", false},
-		{"a=1&api_key=k&api_key=j", "k", false},
-		{"api_key", "", false},
-		{"api_key=", "", false},
-		{"api%5fkey=a%20b+c", "a b c", false},
-		{"api+key=k", "", false},
-		{"api_keyx=k", "", false},
-		{"api_key=%2", "", true},
-		{"api_key=%g0", "", true},
-		{"api%zzkey=k&api_key=j", "j", false},
+		{"", "", 0, false, false},
+		{"api_key=k", "k", 1, false, false},
+		{"a=1&api_key=k&api_key=j", "k", 2, true, false},
+		{"api_key=k&x=1&api_key=k", "k", 2, false, false},
+		{"api_key", "", 1, false, false},
+		{"api_key=", "", 1, false, false},
+		{"api%5fkey=a%20b+c", "a b c", 1, false, false},
+		{"api+key=k", "", 0, false, false},
+		{"api_keyx=k", "", 0, false, false},
+		{"api_key=%2", "", 0, false, true},
+		{"api_key=%g0", "", 0, false, true},
+		{"api%zzkey=k&api_key=j", "j", 1, false, false},
 	} {
-		v, err := queryValue(c.q, "api_key")
+		var cs candidates
+		err := cs.addQuery(c.q, "api_key")
 		assert.Equal(t, c.err, err != nil, c.q)
-		assert.Equal(t, c.want, v, c.q)
+		if !c.err {
+			assert.Equal(t, candidates{key: c.want, n: c.n, differ: c.differ}, cs, c.q)
+		}
+	}
+}
+
+func TestBearer(t *testing.T) {
+	for _, c := range []struct {
+		a, tok string
+		ok     bool
+	}{
+		{"Bearer k", "k", true},
+		{"bearer   k  ", "k", true},
+		{"BEARER\tk", "k", true},
+		{"Bearer", "", true},
+		{"Bearer ", "", true},
+		{"Bearer \t ", "", true},
+		{"Bearerk", "", false},
+		{"Beare", "", false},
+		{"Basic a2V5Og==", "", false},
+		{"", "", false},
+	} {
+		tok, ok := bearer(c.a)
+		assert.Equal(t, c.ok, ok, "%q", c.a)
+		assert.Equal(t, c.tok, tok, "%q", c.a)
 	}
 }
 

@@ -15,6 +15,8 @@ const ProblemQuotaExceeded = "https://iana.org/assignments/http-problem-types#qu
 var (
 	bodyMissingKey     = problem(http.StatusUnauthorized, "an API key is required: send it in the X-API-Key header or as Authorization: Bearer <key>")
 	bodyBadCredentials = problem(http.StatusUnauthorized, "the API key could not be read from the request")
+	bodyEmptyKey       = problem(http.StatusUnauthorized, "the API key is empty")
+	bodyAmbiguousKey   = problem(http.StatusBadRequest, "the request carries several different API keys: send one, in the X-API-Key header or as Authorization: Bearer <key>")
 	bodyBadKey         = problem(http.StatusUnauthorized, "the API key is malformed")
 	bodyUnknownKey     = problem(http.StatusUnauthorized, "the API key is not valid")
 	bodyRevoked        = problem(http.StatusUnauthorized, "the API key has been revoked")
