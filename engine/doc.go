@@ -1,0 +1,90 @@
+// Package engine enforces per-API-key quotas: validation, revocation and the
+// decrement are one atomic step, exact under any number of goroutines.
+//
+//	eng, err := engine.New()                           // in memory; engine.WithStore(st) to persist
+//	err = eng.Register(ctx, "key", engine.Credits(100)) // limits: Credits, PerWindow, PerMonth, Rate
+//	d, err := eng.Consume(ctx, "key", 1)               // a denial is a Decision, an error is bad input or a failure
+//	err = eng.Refund(ctx, "key", d, 1)                 // give a grant back
+//	err = eng.Revoke(ctx, "key")                       // linearizable: no Consume succeeds after it returns
+//
+// Every error matches one of the sentinels in errors.go with errors.Is, or
+// wraps ctx.Err(). All methods are safe for concurrent use.
+//
+// # Design note: the engine's invariants
+//
+// Each invariant below is stated once, with the test that guards it. Change
+// the engine only in ways that keep them, and keep this note true.
+//
+// I1. One word per limit, flags in the first (word.go). The state of a
+// limit fits in 62 bits and only grows as units are granted: Credits hold
+// the units spent, windows a window tag and the units used in it, Rate the
+// theoretical arrival time. The word of limit 0 also holds the revoked and
+// sealed bits, so "is it revoked?" and "take n units" are one CAS. Guarded
+// by TestWordLayout, TestExactUnderContention, TestRevokeIsLinearizable.
+//
+// I2. Seal and replace. No administrative call changes a published entry in
+// place, apart from the revoked bit, counters and lease marks. It takes the
+// key's stripe lock, seals the word (a Consume that sees the seal waits on
+// the stripe lock and looks the key up again), builds a new entry, makes it
+// durable, and publishes it; on failure it unseals and changes nothing.
+// Guarded by TestChangesRacingConsumes, TestStoreFailureChangesNothing,
+// TestLinearizable.
+//
+// I3. What is spent stays spent. SetLimits carries each limit's spending to
+// the new limit of the same name and kind (Credits: units spent; Rate: its
+// debt, unclamped; windows: the count of the window that holds now), through
+// any sequence of changes. Guarded by TestFindingSetLimitsKeepsSpending and
+// TestModel.
+//
+// I4. Refunds go back where they came from. A Decision carries its grant's
+// units, time and key state (keyState.origin, kept by changes that keep the
+// limits); Refund gives nothing back across a SetLimits, nor to a window
+// that is not the one the grant was counted in. Guarded by
+// TestFindingRefundDoesNotCrossWindows, the middleware's RefundAcrossWindows
+// case, TestModel.
+//
+// I5. Rotation chains. A rotated-out key is an alias; its chain ends at a
+// head, the only entry with counters and a request tracker. consumeAlias
+// locks every link's mutex, oldest first, and grants only if no link is
+// revoked or past its grace; Revoke of an alias takes its mutex. A head's
+// chainInfo bounds the live chain at MaxRotationChain, checked by Rotate.
+// Guarded by TestFindingRevokeMiddleOfChain, TestFindingRotationChainLimit,
+// TestFindingRevokeAndWaitAfterRestart, TestModel.
+//
+// I6. Recovered keys. After a restart a record lives under
+// recoveredPrefix+ID until a call names the key; promote then moves it under
+// the raw key and leaves a forwarding alias. Promotion (and creating a
+// tracker) publishes an entry, so it holds the admin lock shared and fails
+// after Close, which seals every entry under the admin lock exclusively.
+// Guarded by TestFindingCloseRacesFirstUse and the persist crash loops.
+//
+// I7. Leases (lease.go). With a Store in lease mode a unit is granted only
+// below a limit's hard mark, and a hard mark is raised in memory only after
+// the record holding it is durable; a restart takes every reserved unit as
+// spent. A refund tightens the hard mark; a round that lands after the
+// refund moves its new mark by as much. A crash loses at most one
+// reservation per limit: MaxChunk units, for Rate at most max(burst, 1 s).
+// Guarded by TestLeaseCrashNeverOverGrants, TestLeaseRefundIsWritten,
+// TestFindingRefundDuringRoundIsKept, TestLinearizable (crash histories).
+//
+// I8. Committer rounds (commit.go). One goroutine writes to the Store.
+// Records of live entries are built when a round starts, from memory, so a
+// later round never writes an older state of a key; administrative records
+// go whole in one Save. Close writes every key exactly after sealing them.
+// Guarded by TestStoreRoundTrip, TestExactModeSurvivesCrash,
+// TestRevokeIsDurableAtOnce.
+//
+// I9. Arithmetic in range. Every value a constructor accepts keeps every
+// state inside its word for any time in [MinTime, MaxTime): Rate bursts
+// refill within MaxRateSpan, window ends saturate, reservations saturate.
+// A time outside the range is refused with ErrClock; durations stay within
+// the limit's own period. Guarded by TestOverflowSweep,
+// TestFindingHugeRateDoesNotPanic, TestFindingClockOutOfRange, FuzzLimits,
+// FuzzAmounts.
+//
+// The files, from the bottom up: limit.go and word.go (the arithmetic of one
+// limit, no engine state), lease.go (reservation marks), decision.go,
+// errors.go, store.go (the Store interface and Record), engine.go (the map,
+// Consume, Refund, Status, Close), admin.go (changes), admit.go (requests in
+// flight), commit.go (the committer), recover.go (load and promotion).
+package engine
