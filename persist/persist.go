@@ -89,9 +89,12 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 			return nil, err
 		}
 	}
-	// dgraph-io/badger#2207: a crash can leave a zero-length .mem file,
-	// which fails the next Open. It holds no data; without it, Open works.
-	removeEmptyWALs(dir)
+	// A kill while Badger creates a file can leave it zero-length: a .mem
+	// (dgraph-io/badger#2207) or the .vlog that every Open creates. Badger
+	// then fails the next Open (it "opens" the empty file as an existing
+	// one, and reports the z.NewFile it gets back as an error); the Open
+	// after that works. Such a file holds no data: remove it first.
+	removeEmptyFiles(dir)
 	db, err := badger.Open(bo)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
@@ -107,14 +110,18 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 	return s, nil
 }
 
-// removeEmptyWALs removes zero-length memtable files from dir and reports
-// whether there were any.
-func removeEmptyWALs(dir string) bool {
-	files, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+// removeEmptyFiles removes the zero-length memtable and value log files of
+// dir and reports whether there were any. Badger writes both through a
+// memory map of a file it first creates and then sizes: zero length means
+// it died in between, before a byte was written.
+func removeEmptyFiles(dir string) bool {
 	removed := false
-	for _, f := range files {
-		if fi, err := os.Stat(f); err == nil && fi.Size() == 0 && os.Remove(f) == nil {
-			removed = true
+	for _, pattern := range []string{"*.mem", "*.vlog"} {
+		files, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, f := range files {
+			if fi, err := os.Lstat(f); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 && os.Remove(f) == nil {
+				removed = true
+			}
 		}
 	}
 	return removed

@@ -284,3 +284,33 @@ func TestUnloadableLocationIsRefused(t *testing.T) {
 	d, _ := eng.Consume(ctx, "k", 1)
 	require.Equal(t, engine.UnknownKey, d.Reason)
 }
+
+// A kill -9 while Badger creates the value log (every Open creates one) or a
+// memtable file leaves it zero-length. The next Open must work at the first
+// try, with every record (the kill -9 loops hit this; here it is set up
+// directly).
+func TestZeroLengthFilesAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	eng := open(t, dir, nil)
+	require.NoError(t, eng.Register(ctx, "k", engine.Credits(10)))
+	_, err := eng.Consume(ctx, "k", 3)
+	require.NoError(t, err)
+	require.NoError(t, eng.Close())
+	next := func(ext string, width int) string {
+		files, _ := filepath.Glob(filepath.Join(dir, "*"+ext))
+		n := 0
+		for _, f := range files {
+			var id int
+			if _, err := fmt.Sscanf(filepath.Base(f), "%d", &id); err == nil && id > n {
+				n = id
+			}
+		}
+		return filepath.Join(dir, fmt.Sprintf("%0*d%s", width, n+1, ext))
+	}
+	for _, f := range []string{next(".vlog", 6), next(".mem", 5)} {
+		require.NoError(t, os.WriteFile(f, nil, 0o600))
+		eng = open(t, dir, nil)
+		require.Equal(t, int64(7), statusOf(t, eng, "k").Limits[0].Remaining, filepath.Base(f))
+		require.NoError(t, eng.Close())
+	}
+}
