@@ -6,6 +6,13 @@
 // revoked between the check and the work get through. allot makes the check,
 // the revocation test and the decrement one atomic step.
 //
+// Install it with
+//
+//	go get github.com/allot-go/allot@latest
+//
+// (Go 1.25 or newer). The package's QuickStart example is the README's
+// quick start.
+//
 // # Packages
 //
 //   - [github.com/allot-go/allot/engine]: the API. Keys, limits (Credits,

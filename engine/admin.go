@@ -31,9 +31,13 @@ func (e *Engine) endAdmin() { e.admin.RUnlock() }
 // reservation beyond its value, which the caller makes durable (by saving
 // the entry) before it publishes it.
 func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) entry {
-	if e.c == nil && st.alias == nil && len(st.limits()) == 1 && st.track.Load() == nil {
-		// Nothing of the keyState is the key's own: share its plan's.
+	if e.c == nil && st.alias == nil && len(st.limits()) == 1 && st.track.Load() == nil && st.chain.depth == 0 && st.origin == nil {
+		// Nothing of the keyState is the key's own (a key just
+		// registered): share its plan's.
 		st = st.plan.shared
+	}
+	if st.origin == nil {
+		st.origin = st // limits set here: Register, SetLimits, a restart
 	}
 	ent := entry{st: st}
 	if st.alias == nil {
@@ -103,6 +107,9 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 		return fmt.Errorf("%w: register", ErrKeyExists)
 	}
 	now := e.now()
+	if now < 0 {
+		return e.clockErr()
+	}
 	vals := make([]uint64, len(specs))
 	for i := range specs {
 		l := specs[i].lim()
@@ -190,7 +197,7 @@ func unseal(ent *entry) {
 // change replaces key's entry with the result of f, which receives the
 // current entry's revoked flag and values. f returns the new keyState and
 // values, or an error, in which case nothing changes.
-func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []uint64) (*keyState, []uint64, error)) error {
+func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []uint64, now int64) (*keyState, []uint64, error)) error {
 	if err := e.beginAdmin(key); err != nil {
 		return err
 	}
@@ -204,11 +211,19 @@ func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []
 	if ent.kind() == 0 {
 		return fmt.Errorf("%w: %s", ErrRotated, op)
 	}
+	now := e.now()
+	if now < 0 {
+		return e.clockErr()
+	}
 	revoked, vals := seal(ent)
-	st, nvals, err := f(ent, revoked, vals)
+	st, nvals, err := f(ent, revoked, vals, now)
 	if err == nil {
 		st.track.Store(ent.st.track.Load())
-		ne := e.newEntry(st, revoked, nvals, e.now())
+		st.chain = ent.st.chain
+		if st.origin == nil {
+			st.origin = ent.st.origin // limits kept (TopUp)
+		}
+		ne := e.newEntry(st, revoked, nvals, now)
 		if err = e.save([]string{key}, &ne); err == nil {
 			e.m.Store(key, ne)
 			return nil
@@ -219,17 +234,18 @@ func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []
 }
 
 // SetLimits replaces key's limits. Spending carries over between limits of
-// the same name and kind: a Credits limit keeps what was spent (so its new
-// balance is the new quota minus the units spent), a window keeps the units
-// used in the current window, a Rate keeps its debt. Other limits start
+// the same name and kind, through any sequence of changes: a Credits limit
+// keeps the units spent (so its balance is the new quota minus the units
+// spent, and 0 while they exceed it), a window keeps the units used in the
+// window that holds now (also when its period or time zone changes), a Rate
+// keeps its debt, in units, even beyond the new burst. Other limits start
 // full. A revoked key stays revoked.
 func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) error {
 	specs, err := validateLimits(limits)
 	if err != nil {
 		return err
 	}
-	return e.change(key, "set limits", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
-		now := e.now()
+	return e.change(key, "set limits", func(ent *entry, _ bool, vals []uint64, now int64) (*keyState, []uint64, error) {
 		old := ent.st.limits()
 		nvals := make([]uint64, len(specs))
 		for i := range specs {
@@ -242,17 +258,19 @@ func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) err
 				}
 			}
 		}
-		return &keyState{plan: e.intern(specs)}, nvals, nil
+		st := &keyState{plan: e.intern(specs)}
+		st.origin = st // new limits: grants made before give nothing back
+		return st, nvals, nil
 	})
 }
 
-// TopUp adds n units to every Credits limit of key: to its balance and to
-// its quota. It returns ErrNoCredits if the key has none.
+// TopUp adds n units to the quota of every Credits limit of key, and so to
+// its balance. It returns ErrNoCredits if the key has none.
 func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
 	if err := checkAmount(n); err != nil {
 		return err
 	}
-	return e.change(key, "top up", func(ent *entry, _ bool, vals []uint64) (*keyState, []uint64, error) {
+	return e.change(key, "top up", func(ent *entry, _ bool, vals []uint64, _ int64) (*keyState, []uint64, error) {
 		specs := append([]spec(nil), ent.st.limits()...)
 		nvals := append([]uint64(nil), vals...)
 		found := false
@@ -264,8 +282,7 @@ func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
 			if n > MaxCredits-specs[i].quota {
 				return nil, nil, fmt.Errorf("%w: top up %d: %s would exceed %d", ErrInvalidAmount, n, specs[i].Name(), int64(MaxCredits))
 			}
-			specs[i].quota += n
-			nvals[i] += uint64(n)
+			specs[i].quota += n // the units spent stay as they are
 		}
 		if !found {
 			return nil, nil, fmt.Errorf("%w: top up", ErrNoCredits)
@@ -278,6 +295,12 @@ func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
 // counters; oldKey keeps drawing on the same counters until grace has
 // passed, and is revoked from then on (at once if grace is 0). Revoke of
 // oldKey ends its grace early; Revoke of newKey ends both.
+//
+// Rotating newKey in turn makes a chain: the oldest key then works while
+// every key after it in the chain is in its grace and not revoked. A chain
+// of keys still in their grace holds at most MaxRotationChain rotations:
+// Rotate with a grace, of a key that ends a full chain, returns
+// ErrRotationChain. A rotation with no grace ends every chain through it.
 func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.Duration) error {
 	if err := checkKey(newKey); err != nil {
 		return err
@@ -307,27 +330,40 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	if oe.kind() == 0 {
 		return fmt.Errorf("%w: rotate", ErrRotated)
 	}
+	now := e.now()
+	if now < 0 {
+		return e.clockErr()
+	}
+	chain := chainInfo{}
+	if grace > 0 {
+		chain.depth = 1
+		if now < oe.st.chain.until {
+			chain.depth += oe.st.chain.depth
+		}
+	}
 	revoked, vals := seal(oe)
 	if revoked {
 		unseal(oe)
 		return fmt.Errorf("%w: rotate", ErrKeyRevoked)
 	}
-	now := e.now()
+	if chain.depth > MaxRotationChain {
+		unseal(oe)
+		return fmt.Errorf("%w: the key ends a chain of %d rotations in grace", ErrRotationChain, chain.depth-1)
+	}
 	deadline := int64(math.MaxInt64)
 	if grace < time.Duration(math.MaxInt64-now) {
 		deadline = now + int64(grace)
 	}
-	// Both keys count their requests in flight in one tracker, so that
-	// RevokeAndWait of either waits for requests admitted through both.
-	t := oe.st.track.Load()
-	if t == nil {
-		t = new(tracker)
+	if grace > 0 {
+		chain.until = max(oe.st.chain.until, deadline)
 	}
-	nst := &keyState{plan: oe.st.plan}
-	nst.track.Store(t)
+	// The new key takes over the requests in flight: requests admitted
+	// through oldKey from now on count there too (only a chain's head has
+	// a tracker), so RevokeAndWait of either waits for both.
+	nst := &keyState{plan: oe.st.plan, chain: chain, origin: oe.st.origin}
+	nst.track.Store(oe.st.track.Load())
 	ne := e.newEntry(nst, false, vals, now)
 	ast := &keyState{alias: &alias{target: newKey, targetID: IDOf(newKey), deadline: deadline}}
-	ast.track.Store(t)
 	ae := e.newEntry(ast, grace == 0, nil, now)
 	if err := e.save([]string{newKey, oldKey}, &ne, &ae); err != nil {
 		unseal(oe)

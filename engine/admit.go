@@ -32,13 +32,15 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 	if err := checkAmount(n); err != nil {
 		return Decision{}, Admission{}, err
 	}
-	ent := e.lookup(key)
+	ent, err := e.find(key)
 	if ent == nil {
-		return Decision{Reason: UnknownKey}, Admission{}, nil
+		return Decision{Reason: UnknownKey}, Admission{}, err
 	}
 	t := ent.st.track.Load()
 	if t == nil {
-		t = e.tracker(key)
+		if t, err = e.tracker(key); t == nil {
+			return Decision{Reason: UnknownKey}, Admission{}, err
+		}
 	}
 	// Counted before the consume: a Revoke that lands after the grant then
 	// finds the request counted.
@@ -51,39 +53,86 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 	return d, Admission{t: t}, nil
 }
 
-// tracker returns key's tracker, creating it under the stripe lock so that a
+// tracker returns the tracker of the head of key's chain (key itself if it
+// was not rotated out), creating it under the head's stripe lock so that a
 // concurrent change (which copies the pointer under the same lock) keeps it.
-func (e *Engine) tracker(key string) *tracker {
+// Nil if key or its head is unknown. It publishes an entry, so it takes the
+// admin lock shared and fails with ErrClosed after Close.
+func (e *Engine) tracker(key string) (*tracker, error) {
+	e.admin.RLock()
+	defer e.admin.RUnlock()
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	for range maxHops {
+		ent := e.lookup(key)
+		if ent == nil {
+			return nil, nil
+		}
+		if ent.kind() == 0 {
+			k, t := e.resolve(ent.st.alias)
+			if t == nil {
+				return nil, nil
+			}
+			key = k
+		}
+		if t, ok := e.headTracker(key); ok {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+// headTracker returns the tracker of key, a head, creating it; ok is false if
+// key is not (or no longer) a head.
+func (e *Engine) headTracker(key string) (*tracker, bool) {
 	e.m.Lock(key)
 	defer e.m.Unlock(key)
 	ent := e.m.Load(key)
+	if ent == nil || ent.kind() == 0 {
+		return nil, false
+	}
 	st := ent.st
 	if t := st.track.Load(); t != nil {
-		return t
+		return t, true
 	}
 	t := new(tracker)
 	if st == sharedOf(st) {
 		// The key shares its state with others of its plan: give it its
 		// own, by the same seal-and-replace as any change.
 		revoked, vals := seal(ent)
-		own := &keyState{plan: st.plan}
+		own := &keyState{plan: st.plan, chain: st.chain, origin: st.origin}
 		own.track.Store(t)
-		e.m.Store(key, e.newEntry(own, revoked, vals, e.now()))
-		return t
+		e.m.Store(key, e.newEntry(own, revoked, vals, 0)) // no Store: no reservation, no clock
+		return t, true
 	}
 	st.track.Store(t)
-	return t
+	return t, true
+}
+
+// trackerOf returns the tracker that counts key's requests in flight, if
+// there is one yet: its head's.
+func (e *Engine) trackerOf(key string) *tracker {
+	ent := e.m.Load(key)
+	if ent == nil {
+		return nil
+	}
+	if ent.kind() == 0 {
+		if _, ent = e.resolve(ent.st.alias); ent == nil {
+			return nil
+		}
+	}
+	return ent.st.track.Load()
 }
 
 // InFlight returns the number of requests admitted for key and not yet Done.
+// A key and the keys rotated to it (its chain) share one count.
 func (e *Engine) InFlight(key string) int64 {
 	if checkKey(key) != nil {
 		return 0
 	}
-	if ent := e.m.Load(key); ent != nil {
-		if t := ent.st.track.Load(); t != nil {
-			return t.n.Load()
-		}
+	if t := e.trackerOf(key); t != nil {
+		return t.n.Load()
 	}
 	return 0
 }
@@ -91,12 +140,14 @@ func (e *Engine) InFlight(key string) int64 {
 // RevokeAndWait revokes key, then waits until every request admitted for it
 // (by Admit) has called Done, or until ctx ends. Once it returns nil, no
 // request of the key is running or will run. It returns ctx's error if ctx
-// ended first; the key is revoked all the same.
+// ended first; the key is revoked all the same. The requests of a chain of
+// rotated keys count together, also across restarts: RevokeAndWait of any
+// key of a chain waits for the requests admitted through every key of it.
 func (e *Engine) RevokeAndWait(ctx context.Context, key string) error {
 	if err := e.Revoke(ctx, key); err != nil {
 		return err
 	}
-	t := e.m.Load(key).st.track.Load()
+	t := e.trackerOf(key)
 	if t == nil {
 		return nil
 	}

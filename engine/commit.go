@@ -159,6 +159,7 @@ func (c *committer) run() {
 type raise struct {
 	ent   *entry
 	marks [MaxLimits]leasePair
+	from  [MaxLimits]uint64 // the hard marks the new ones were built from
 }
 
 // round writes what has queued up. The last round (at Close) writes every
@@ -194,6 +195,10 @@ func (c *committer) round(last bool) {
 		return
 	}
 	now := c.e.now()
+	if now < 0 && len(pend) > 0 {
+		b.err = c.e.clockErr()
+		return
+	}
 	recs := expl
 	raises := make([]raise, 0, len(pend))
 	for i, ent := range pend {
@@ -217,8 +222,24 @@ func (c *committer) round(last bool) {
 	c.records.Add(int64(len(recs)))
 	for _, r := range raises {
 		for i := range r.ent.st.limits() {
+			l := r.ent.st.limits()[i].lim()
 			m := r.ent.marks(i)
-			atomic.StoreUint64(&m.hard, r.marks[i].hard)
+			for {
+				// A refund that moved the mark while the round was
+				// writing moves the new mark as much: otherwise the
+				// new mark would undo it and no later round would
+				// write it.
+				cur := atomic.LoadUint64(&m.hard)
+				nh := r.marks[i].hard
+				if cur != r.from[i] {
+					if t, ok := l.tighten(nh, r.from[i], cur); ok {
+						nh = t
+					}
+				}
+				if atomic.CompareAndSwapUint64(&m.hard, cur, nh) {
+					break
+				}
+			}
 			atomic.StoreUint64(&m.soft, r.marks[i].soft)
 		}
 	}
@@ -259,7 +280,8 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	rec := Record{ID: *st.id, Revoked: revoked, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
 	for i := range st.limits() {
 		l := st.limits()[i].lim()
-		r.marks[i] = l.reserve(vals[i], atomic.LoadUint64(&ent.marks(i).hard), chunk, now)
+		r.from[i] = atomic.LoadUint64(&ent.marks(i).hard)
+		r.marks[i] = l.reserve(vals[i], r.from[i], chunk, now)
 		rec.Limits[i] = st.limits()[i].Limit
 		rec.Counters[i] = r.marks[i].hard
 	}

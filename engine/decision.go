@@ -50,7 +50,19 @@ type Decision struct {
 	// quota: the end of the window, or the time a Rate limit's bucket is full
 	// again. It is 0 for Credits, which never reset by themselves.
 	ResetAfter time.Duration
+	// LimitIndex is the position, in the key's limits, of the limit that
+	// Limit, Remaining, RetryAfter and ResetAfter describe.
+	LimitIndex int
+
+	// What Refund needs to give a grant back: its units, the time it was
+	// counted at (0 if it read no clock), and the state of the key it was
+	// counted in.
+	n, at int64
+	st    *keyState
 }
+
+// Granted returns the units the Decision granted: 0 for a denial.
+func (d Decision) Granted() int64 { return d.n }
 
 // LimitStatus is the state of one limit of a key.
 type LimitStatus struct {

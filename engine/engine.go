@@ -81,11 +81,26 @@ type keyState struct {
 	alias *alias
 	track atomic.Pointer[tracker] // requests in flight (Admit); kept across changes
 
+	// origin is the keyState that the key's current limits were set in (by
+	// Register, SetLimits or a restart); changes that keep the limits
+	// (TopUp, Rotate, a tracker, a promotion) keep it. A refund gives back
+	// only a grant made under the same origin.
+	origin *keyState
+	// chain describes the rotation chains that end at this key (a head):
+	// the hops of the longest one that may still be in grace, and until
+	// when. Rotate reads it to enforce MaxRotationChain.
+	chain chainInfo
+
 	queued atomic.Bool // in the committer's next round; set under its mutex
 	want   int64       // guarded by the committer's mutex
 	// Owned by the committer goroutine.
 	chunk, lastReserve int64
 	id                 *KeyID // the key's digest, once the committer needed it
+}
+
+type chainInfo struct {
+	depth int
+	until int64 // ns since the epoch
 }
 
 // limits returns the key's limits; none for a rotated-out key.
@@ -120,7 +135,9 @@ type multiState struct {
 	leases []leasePair     // marks of every limit
 }
 
-// tracker counts a key's admitted requests that are still running.
+// tracker counts a key's admitted requests that are still running. Only a
+// head has one: requests admitted through a rotated-out key count on the
+// tracker of the key its chain ends at.
 type tracker struct {
 	n atomic.Int64
 	_ [shard.CacheLineSize - 8]byte
@@ -190,15 +207,28 @@ func New(opts ...Option) (*Engine, error) {
 
 // now returns the time in ns since the epoch: the injected clock, or the wall
 // clock at New advanced by the monotonic clock, so a wall-clock step never
-// moves it.
+// moves it. It returns -1 for a time outside [MinTime, MaxTime).
 func (e *Engine) now() int64 {
-	var t int64
 	if e.clock != nil {
-		t = e.clock().UnixNano()
-	} else {
-		t = e.wall0 + int64(time.Since(e.mono0))
+		t := e.clock()
+		if t.Before(MinTime) || !t.Before(MaxTime) {
+			return -1
+		}
+		return t.UnixNano()
 	}
-	return max(t, 0)
+	if t := e.wall0 + int64(time.Since(e.mono0)); t >= 0 && t < maxTimeNs {
+		return t
+	}
+	return -1
+}
+
+// clockErr is the error of a call that read a time out of range.
+func (e *Engine) clockErr() error {
+	t := time.Now()
+	if e.clock != nil {
+		t = e.clock()
+	}
+	return fmt.Errorf("%w: %v is not in [%v, %v)", ErrClock, t.UTC(), MinTime, MaxTime)
 }
 
 func checkKey(key string) error {
@@ -242,30 +272,35 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 	for {
 		ent := e.m.Load(key)
 		if ent == nil {
-			if ent = e.promote(key); ent == nil {
-				return Decision{Reason: UnknownKey}, nil
+			var err error
+			if ent, err = e.find(key); ent == nil {
+				return Decision{Reason: UnknownKey}, err
 			}
 		}
 		if ent.qm>>multiShift == uint64(KindCredits)<<(kindShift-multiShift) {
-			// The commonest case, inlined: one Credits limit, a balance
-			// above the reserved floor, and one CAS.
+			// The commonest case, inlined: one Credits limit, units spent
+			// within the quota and the reservation, and one CAS. The word
+			// has no flag set and is below 2^62, so w+n cannot wrap.
 			w := atomic.LoadUint64(&ent.word)
-			hard := atomic.LoadUint64(&ent.lease.hard)
-			if w&flagBits == 0 && w >= hard && uint64(n) <= w-hard && atomic.CompareAndSwapUint64(&ent.word, w, w-uint64(n)) {
-				if w-uint64(n) < atomic.LoadUint64(&ent.lease.soft) || e.exact {
+			q := ent.quota()
+			nw := w + uint64(n)
+			if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+				if nw > atomic.LoadUint64(&ent.lease.soft) || e.exact {
 					if err := e.granted(ctx, ent); err != nil {
 						return Decision{}, err
 					}
 				}
-				return Decision{Allowed: true, Limit: ent.quota(), Remaining: int64(w) - n}, nil
+				return Decision{Allowed: true, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, nil
 			}
-			if w&flagBits == 0 && uint64(n) > w {
+			if w&flagBits == 0 && nw > uint64(q) {
 				// Exhausted: a denial changes nothing, so the load decides.
-				return Decision{Reason: Exhausted, Limit: ent.quota(), Remaining: int64(w)}, nil
+				return Decision{Reason: Exhausted, Limit: q, Remaining: max(q-int64(w), 0)}, nil
 			}
 		}
 		d, st := e.consume(ent, n)
 		switch st {
+		case badClock:
+			return Decision{}, e.clockErr()
 		case done:
 			if d.Allowed && e.exact {
 				if o := e.owner(ent); o != nil {
@@ -330,6 +365,7 @@ const (
 	done      outcome = iota // decided
 	sealed                   // the entry is being replaced: look the key up again
 	needLease                // the durable reservation is used up: reserve and retry
+	badClock                 // the clock reads a time out of range
 )
 
 // waitReplaced waits until the administrative call that sealed key's entry
@@ -350,7 +386,9 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 	l := ent.lim0()
 	var now int64
 	if l.kind != KindCredits {
-		now = e.now()
+		if now = e.now(); now < 0 {
+			return Decision{}, badClock
+		}
 	}
 	for {
 		w := atomic.LoadUint64(&ent.word)
@@ -362,7 +400,7 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 		}
 		nw, ok, r := l.consume(w, n, now)
 		if !ok {
-			return decision(false, l.quota, r), done
+			return decision(false, l.quota, r, 0, 0, 0), done
 		}
 		if !l.covered(nw, atomic.LoadUint64(&ent.lease.hard)) {
 			return Decision{}, needLease
@@ -371,14 +409,20 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 			if l.low(nw, atomic.LoadUint64(&ent.lease.soft)) && !e.exact {
 				e.c.ask(ent)
 			}
-			return decision(true, l.quota, r), done
+			d := decision(true, l.quota, r, 0, n, now)
+			d.st = ent.st
+			return d, done
 		}
 	}
 }
 
-func decision(ok bool, quota int64, r result) Decision {
-	d := Decision{Allowed: ok, Limit: quota, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)}
-	if !ok {
+// decision builds the Decision of limit i's result r; a grant of n units
+// at time at.
+func decision(ok bool, quota int64, r result, i int, n, at int64) Decision {
+	d := Decision{Allowed: ok, Limit: quota, Remaining: r.remaining, ResetAfter: time.Duration(r.reset), LimitIndex: i}
+	if ok {
+		d.n, d.at = n, at
+	} else {
 		d.Reason = Exhausted
 		if r.retry > 0 {
 			d.RetryAfter = time.Duration(r.retry)
@@ -394,6 +438,9 @@ func decision(ok bool, quota int64, r result) Decision {
 func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 	st := ent.st
 	now := e.now()
+	if now < 0 {
+		return Decision{}, badClock
+	}
 	var vals [MaxLimits]uint64
 	var res [MaxLimits]result
 	st.mu.Lock()
@@ -439,7 +486,11 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 			e.c.ask(ent)
 		}
 		i := tightest(allowed, res[:len(st.limits())])
-		return decision(allowed, st.limits()[i].quota, res[i]), done
+		d := decision(allowed, st.limits()[i].quota, res[i], i, n, now)
+		if allowed {
+			d.st = st
+		}
+		return d, done
 	}
 }
 
@@ -464,29 +515,58 @@ func tightest(allowed bool, res []result) int {
 }
 
 // consumeAlias consumes for a rotated-out key: from the counters of the key
-// it was rotated to, while its grace lasts and it is not revoked. The alias's
-// mutex makes the check of its flag and the consume one step with respect to
-// Revoke of the alias. The caller waits for the store (a sealed target, a
-// used-up reservation) after the mutex is let go.
+// its chain of rotations ends at (its head), while every link of the chain is
+// in its grace and not revoked. It holds the mutex of every link, oldest
+// first, while it checks their flags and consumes, which makes the consume
+// one step with respect to Revoke of any link (Revoke of a rotated-out key
+// takes its mutex). The caller waits for the store (a sealed link or head, a
+// used-up reservation) after the mutexes are let go.
 func (e *Engine) consumeAlias(ent *entry, n int64) (Decision, outcome) {
-	st := ent.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	w := atomic.LoadUint64(&ent.word)
-	if w&revokedBit != 0 || e.now() >= st.alias.deadline {
-		return Decision{Reason: Revoked}, done
+	now := e.now()
+	if now < 0 {
+		return Decision{}, badClock
 	}
-	_, t := e.resolve(st.alias)
-	if t == nil {
-		return Decision{Reason: Revoked}, done
+	var held [maxHops]*keyState
+	k := 0 // mutexes held
+	defer func() {
+		for i := k - 1; i >= 0; i-- {
+			held[i].mu.Unlock()
+		}
+	}()
+	cur := ent
+	for range maxHops {
+		st := cur.st
+		st.mu.Lock()
+		held[k] = st
+		k++
+		w := atomic.LoadUint64(&cur.word)
+		switch {
+		case w&revokedBit != 0, !st.alias.forward && now >= st.alias.deadline:
+			return Decision{Reason: Revoked}, done
+		case w&sealedBit != 0:
+			return Decision{}, sealed
+		}
+		next := e.m.Load(st.alias.target)
+		switch {
+		case next == nil:
+			return Decision{Reason: Revoked}, done
+		case next.kind() != 0:
+			return e.consume(next, n)
+		}
+		cur = next
 	}
-	return e.consume(t, n)
+	return Decision{Reason: Revoked}, done
 }
 
-// resolve follows a rotated-out key to the key that owns its counters.
+// maxHops bounds a walk along a rotation chain: MaxRotationChain links,
+// each of which may have a forwarding entry after a restart, and the head.
+const maxHops = 2*MaxRotationChain + 2
+
+// resolve follows a rotated-out key to its head, the key that owns its
+// counters, whether or not the chain is still alive; nil if there is none.
 func (e *Engine) resolve(a *alias) (string, *entry) {
 	key := a.target
-	for range 64 {
+	for range maxHops {
 		t := e.m.Load(key)
 		if t == nil {
 			return key, nil
@@ -499,10 +579,37 @@ func (e *Engine) resolve(a *alias) (string, *entry) {
 	return key, nil
 }
 
-// Refund gives n units back to key, up to each limit's quota. Units of a
-// window that has ended are not given back to the next one. Refunding a
-// rotated-out key refunds the key it was rotated to.
-func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
+// alive reports whether a rotated-out key may still consume through its
+// chain at now: no link revoked or past its grace.
+func (e *Engine) alive(ent *entry, now int64) bool {
+	for range maxHops {
+		if ent.kind() != 0 {
+			return atomic.LoadUint64(&ent.word)&revokedBit == 0
+		}
+		a := ent.st.alias
+		if atomic.LoadUint64(&ent.word)&revokedBit != 0 || (!a.forward && now >= a.deadline) {
+			return false
+		}
+		if ent = e.m.Load(a.target); ent == nil {
+			return false
+		}
+	}
+	return false
+}
+
+// Refund gives back n units of grant, a Decision that Consume or Admit
+// returned for key, up to each limit's quota: for a request that was
+// admitted and then did not use what it was granted. Units go back only to
+// the limits they were counted in: a window gets them back only while it is
+// the window the grant was counted in (units of a window that has ended are
+// gone with it), and nothing is given back once SetLimits has replaced the
+// key's limits since the grant. Refunding through a rotated-out key refunds
+// the key its chain ends at. Give each grant back at most once; n may be
+// less than it granted.
+//
+// It returns ErrInvalidAmount for a grant that is not an allowed Decision
+// or an n above what it granted.
+func (e *Engine) Refund(ctx context.Context, key string, grant Decision, n int64) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
@@ -512,8 +619,17 @@ func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
 	if err := checkAmount(n); err != nil {
 		return err
 	}
+	if !grant.Allowed || n > grant.n {
+		return fmt.Errorf("%w: refund of %d units of a grant of %d", ErrInvalidAmount, n, grant.n)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("allot: refund: %w", err)
+	}
 	for {
-		ent := e.lookup(key)
+		ent, err := e.find(key)
+		if err != nil {
+			return err
+		}
 		if ent == nil {
 			return fmt.Errorf("%w: refund", ErrUnknownKey)
 		}
@@ -524,8 +640,14 @@ func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
 			}
 			key, ent = k, t
 		}
-		if e.refund(ent, n) {
+		if grant.st == nil || grant.st.origin != ent.st.origin {
+			return nil // the limits the grant was counted in are gone
+		}
+		switch e.refund(ent, n, grant.at) {
+		case done:
 			return nil
+		case badClock:
+			return e.clockErr()
 		}
 		if e.closed.Load() {
 			return ErrClosed
@@ -538,36 +660,37 @@ func (e *Engine) Refund(ctx context.Context, key string, n int64) error {
 // moves by the same amount, so that the reservation keeps its size and the
 // key's next record (asked for here, written in the background) counts the
 // refund; until it lands a crash may lose the refund, never more.
-func (e *Engine) refund(ent *entry, n int64) bool {
+func (e *Engine) refund(ent *entry, n, at int64) outcome {
 	st := ent.st
+	var now int64
+	if ent.multi() || ent.kind() != KindCredits {
+		if now = e.now(); now < 0 {
+			return badClock
+		}
+	}
 	if !ent.multi() {
 		l := ent.lim0()
-		var now int64
-		if l.kind != KindCredits {
-			now = e.now()
-		}
 		for {
 			w := atomic.LoadUint64(&ent.word)
 			if w&sealedBit != 0 {
-				return false
+				return sealed
 			}
-			nv := l.refund(w&valueMask, n, now)
+			nv := l.refund(w&valueMask, n, now, at)
 			if atomic.CompareAndSwapUint64(&ent.word, w, nv|w&revokedBit) {
 				e.refunded(ent, 0, &l, w&valueMask, nv)
-				return true
+				return done
 			}
 		}
 	}
-	now := e.now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for {
 		w := atomic.LoadUint64(&ent.word)
 		if w&sealedBit != 0 {
-			return false
+			return sealed
 		}
 		l := st.limits()[0].lim()
-		nv := l.refund(w&valueMask, n, now)
+		nv := l.refund(w&valueMask, n, now, at)
 		if !atomic.CompareAndSwapUint64(&ent.word, w, nv|w&revokedBit) {
 			continue
 		}
@@ -575,11 +698,11 @@ func (e *Engine) refund(ent *entry, n int64) bool {
 		for i := 1; i < len(st.limits()); i++ {
 			l := st.limits()[i].lim()
 			old := st.ms.more[i-1].Load()
-			nv := l.refund(old, n, now)
+			nv := l.refund(old, n, now, at)
 			st.ms.more[i-1].Store(nv)
 			e.refunded(ent, i, &l, old, nv)
 		}
-		return true
+		return done
 	}
 }
 
@@ -605,12 +728,31 @@ func (e *Engine) refunded(ent *entry, i int, l *lim, old, nv uint64) {
 }
 
 // lookup returns key's entry, promoting a recovered record first seen under
-// its raw key. Nil if the key is unknown.
+// its raw key. Nil if the key is unknown. The caller holds the admin lock
+// shared (an administrative call).
 func (e *Engine) lookup(key string) *entry {
 	if ent := e.m.Load(key); ent != nil {
 		return ent
 	}
 	return e.promote(key)
+}
+
+// find is lookup for a call that does not hold the admin lock: a promotion
+// publishes an entry, which after Close has sealed every key it must not,
+// so it takes the lock shared and fails with ErrClosed after Close.
+func (e *Engine) find(key string) (*entry, error) {
+	if ent := e.m.Load(key); ent != nil {
+		return ent, nil
+	}
+	if e.recovering.Load() == 0 {
+		return nil, nil
+	}
+	e.admin.RLock()
+	defer e.admin.RUnlock()
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	return e.promote(key), nil
 }
 
 // Status returns key's state without consuming.
@@ -641,16 +783,22 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 		return Status{}, err
 	}
 	for {
-		ent := e.lookup(key)
+		ent, err := e.find(key)
+		if err != nil {
+			return Status{}, err
+		}
 		if ent == nil {
 			return Status{}, fmt.Errorf("%w: status", ErrUnknownKey)
 		}
 		var s Status
 		now := e.now()
+		if now < 0 {
+			return Status{}, e.clockErr()
+		}
 		if ent.kind() == 0 {
 			a := ent.st.alias
 			s.RotatedOut, s.GraceUntil = true, time.Unix(0, a.deadline)
-			s.Revoked = atomic.LoadUint64(&ent.word)&revokedBit != 0 || now >= a.deadline
+			s.Revoked = !e.alive(ent, now)
 			if key, ent = e.resolve(a); ent == nil {
 				s.Revoked = true
 				s.Limits = dst

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -14,6 +15,48 @@ import (
 )
 
 var ctx = context.Background()
+
+// requireDecision checks what got says against want, LimitIndex aside
+// unless want sets it.
+func requireDecision(t testing.TB, want, got engine.Decision, msg ...any) {
+	t.Helper()
+	if want.LimitIndex == 0 {
+		got.LimitIndex = 0
+	}
+	type view struct {
+		Allowed                bool
+		Reason                 engine.Reason
+		Limit, Remaining       int64
+		RetryAfter, ResetAfter time.Duration
+		LimitIndex             int
+	}
+	v := func(d engine.Decision) view {
+		return view{d.Allowed, d.Reason, d.Limit, d.Remaining, d.RetryAfter, d.ResetAfter, d.LimitIndex}
+	}
+	require.Equal(t, v(want), v(got), msg...)
+}
+
+var grants = struct {
+	once sync.Once
+	eng  *engine.Engine
+}{}
+
+// grantOf returns a grant of n units (at most MaxCredits) from an engine of
+// its own, which read no clock: a Decision to refund with where a test has
+// none of the key's own. It gives nothing back to a window.
+func grantOf(t testing.TB, n int64) engine.Decision {
+	t.Helper()
+	grants.once.Do(func() {
+		grants.eng, _ = engine.New()
+	})
+	key := fmt.Sprint("g", n)
+	_ = grants.eng.Register(ctx, key, engine.Credits(engine.MaxCredits))
+	d, err := grants.eng.Consume(ctx, key, n)
+	if err != nil || !d.Allowed {
+		t.Fatalf("grantOf(%d): %+v %v", n, d, err)
+	}
+	return d
+}
 
 // clock is a settable clock for engine.WithClock.
 type clock struct{ ns atomic.Int64 }
@@ -100,7 +143,11 @@ func TestRefundRacingConsume(t *testing.T) {
 	} {
 		eng := newEngine(t, engine.WithClock(newClock(time.Unix(1e9, 0)).Now))
 		require.NoError(t, eng.Register(ctx, "k", limits...))
+		d7, err := eng.Consume(ctx, "k", 7) // refunded at the end
+		require.NoError(t, err)
+		require.True(t, d7.Allowed)
 		var granted, refunded atomic.Int64
+		granted.Add(7)
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		var bad atomic.Int64
@@ -135,7 +182,7 @@ func TestRefundRacingConsume(t *testing.T) {
 					if d.Allowed {
 						granted.Add(2)
 						if (g+i)%3 == 0 {
-							require.NoError(t, eng.Refund(ctx, "k", 2))
+							require.NoError(t, eng.Refund(ctx, "k", d, 2))
 							refunded.Add(2)
 						}
 					}
@@ -155,7 +202,7 @@ func TestRefundRacingConsume(t *testing.T) {
 		}
 		// Refunds beyond what was spent stop at the quota.
 		for range 100 {
-			require.NoError(t, eng.Refund(ctx, "k", 7))
+			require.NoError(t, eng.Refund(ctx, "k", d7, 7))
 		}
 		st, _ = eng.Status("k")
 		for _, l := range st.Limits {
@@ -227,7 +274,7 @@ func TestRevokeThenStatus(t *testing.T) {
 	require.Equal(t, int64(5), st.Limits[0].Remaining)
 	d, err := eng.Consume(ctx, "k", 1)
 	require.NoError(t, err)
-	require.Equal(t, engine.Decision{Reason: engine.Revoked}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Revoked}, d)
 }
 
 func TestUnknownKeyIsADecision(t *testing.T) {
@@ -248,7 +295,7 @@ func TestValidation(t *testing.T) {
 		_, err := eng.Consume(ctx, key, 1)
 		require.ErrorIs(t, err, engine.ErrInvalidKey)
 		require.ErrorIs(t, eng.Register(ctx, key, engine.Credits(1)), engine.ErrInvalidKey)
-		require.ErrorIs(t, eng.Refund(ctx, key, 1), engine.ErrInvalidKey)
+		require.ErrorIs(t, eng.Refund(ctx, key, grantOf(t, 1), 1), engine.ErrInvalidKey)
 		require.ErrorIs(t, eng.Revoke(ctx, key), engine.ErrInvalidKey)
 		_, err = eng.Status(key)
 		require.ErrorIs(t, err, engine.ErrInvalidKey)
@@ -256,7 +303,7 @@ func TestValidation(t *testing.T) {
 	for _, n := range []int64{0, -1, math.MinInt64} {
 		_, err := eng.Consume(ctx, "k", n)
 		require.ErrorIs(t, err, engine.ErrInvalidAmount)
-		require.ErrorIs(t, eng.Refund(ctx, "k", n), engine.ErrInvalidAmount)
+		require.ErrorIs(t, eng.Refund(ctx, "k", grantOf(t, 1), n), engine.ErrInvalidAmount)
 		require.ErrorIs(t, eng.TopUp(ctx, "k", n), engine.ErrInvalidAmount)
 	}
 	// Huge amounts are denials, not errors or overflows.
@@ -264,7 +311,10 @@ func TestValidation(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, engine.Exhausted, d.Reason)
 	require.Equal(t, time.Duration(0), d.RetryAfter)
-	require.NoError(t, eng.Refund(ctx, "k", math.MaxInt64))
+	require.NoError(t, eng.Refund(ctx, "k", grantOf(t, engine.MaxCredits/2), engine.MaxCredits/2))
+	require.ErrorIs(t, eng.Refund(ctx, "k", grantOf(t, 5), 6), engine.ErrInvalidAmount, "more than the grant")
+	require.ErrorIs(t, eng.Refund(ctx, "k", d, 1), engine.ErrInvalidAmount, "a denial grants nothing")
+	require.ErrorIs(t, eng.Refund(ctx, "k", engine.Decision{}, 1), engine.ErrInvalidAmount)
 	require.ErrorIs(t, eng.TopUp(ctx, "k", math.MaxInt64), engine.ErrInvalidAmount)
 	st, _ := eng.Status("k")
 	require.Equal(t, int64(10), st.Limits[0].Remaining, "a failed top up changes nothing")
@@ -303,7 +353,7 @@ func TestValidation(t *testing.T) {
 	}
 
 	require.ErrorIs(t, eng.Register(ctx, "k", engine.Credits(1)), engine.ErrKeyExists)
-	require.ErrorIs(t, eng.Refund(ctx, "nope", 1), engine.ErrUnknownKey)
+	require.ErrorIs(t, eng.Refund(ctx, "nope", grantOf(t, 1), 1), engine.ErrUnknownKey)
 	require.ErrorIs(t, eng.Revoke(ctx, "nope"), engine.ErrUnknownKey)
 	require.ErrorIs(t, eng.TopUp(ctx, "nope", 1), engine.ErrUnknownKey)
 	require.ErrorIs(t, eng.SetLimits(ctx, "nope", engine.Credits(1)), engine.ErrUnknownKey)
@@ -328,7 +378,7 @@ func TestClose(t *testing.T) {
 	_, err = eng.Consume(ctx, "k", 1)
 	require.ErrorIs(t, err, engine.ErrClosed)
 	require.ErrorIs(t, eng.Register(ctx, "j", engine.Credits(1)), engine.ErrClosed)
-	require.ErrorIs(t, eng.Refund(ctx, "k", 1), engine.ErrClosed)
+	require.ErrorIs(t, eng.Refund(ctx, "k", grantOf(t, 1), 1), engine.ErrClosed)
 	require.ErrorIs(t, eng.Revoke(ctx, "k"), engine.ErrClosed)
 	_, err = eng.Status("k")
 	require.ErrorIs(t, err, engine.ErrClosed)
@@ -339,16 +389,16 @@ func TestWindowRollover(t *testing.T) {
 	eng := newEngine(t, engine.WithClock(clk.Now))
 	require.NoError(t, eng.Register(ctx, "k", engine.PerWindow(3, time.Hour)))
 	d, _ := eng.Consume(ctx, "k", 3)
-	require.Equal(t, engine.Decision{Allowed: true, Limit: 3, Remaining: 0, ResetAfter: time.Second}, d)
+	requireDecision(t, engine.Decision{Allowed: true, Limit: 3, Remaining: 0, ResetAfter: time.Second}, d)
 	clk.Add(999_999_999 * time.Nanosecond) // 09:59:59.999999999
 	d, _ = eng.Consume(ctx, "k", 1)
-	require.Equal(t, engine.Decision{Reason: engine.Exhausted, Limit: 3, RetryAfter: time.Nanosecond, ResetAfter: time.Nanosecond}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Exhausted, Limit: 3, RetryAfter: time.Nanosecond, ResetAfter: time.Nanosecond}, d)
 	clk.Add(time.Nanosecond) // 10:00: a new window
 	d, _ = eng.Consume(ctx, "k", 2)
-	require.Equal(t, engine.Decision{Allowed: true, Limit: 3, Remaining: 1, ResetAfter: time.Hour}, d)
+	requireDecision(t, engine.Decision{Allowed: true, Limit: 3, Remaining: 1, ResetAfter: time.Hour}, d)
 	// Asking for more than the quota can never succeed: RetryAfter 0.
 	d, _ = eng.Consume(ctx, "k", 4)
-	require.Equal(t, engine.Decision{Reason: engine.Exhausted, Limit: 3, Remaining: 1, ResetAfter: time.Hour}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Exhausted, Limit: 3, Remaining: 1, ResetAfter: time.Hour}, d)
 
 	// A clock that steps back does not reopen the window it left.
 	clk.Add(-2 * time.Hour)
@@ -362,7 +412,7 @@ func TestWindowRollover(t *testing.T) {
 	d, _ = eng.Consume(ctx, "k", 1)
 	require.Equal(t, int64(2), d.Remaining)
 	clk.Set(time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC))
-	require.NoError(t, eng.Refund(ctx, "k", 1))
+	require.NoError(t, eng.Refund(ctx, "k", d, 1))
 	st, _ := eng.Status("k")
 	require.Equal(t, int64(3), st.Limits[0].Remaining)
 	require.Equal(t, time.Hour, st.Limits[0].ResetAfter)
@@ -373,7 +423,7 @@ func TestWindowsAreAlignedToTheEpoch(t *testing.T) {
 	eng := newEngine(t, engine.WithClock(clk.Now))
 	require.NoError(t, eng.Register(ctx, "k", engine.PerWindow(10, 24*time.Hour), engine.PerWindow(5, time.Minute)))
 	d, _ := eng.Consume(ctx, "k", 1)
-	require.Equal(t, engine.Decision{Allowed: true, Limit: 5, Remaining: 4, ResetAfter: 43 * time.Second}, d)
+	requireDecision(t, engine.Decision{Allowed: true, Limit: 5, Remaining: 4, ResetAfter: 43 * time.Second}, d)
 	st, _ := eng.Status("k")
 	require.Equal(t, "day", st.Limits[0].Limit.Name())
 	require.Equal(t, 24*time.Hour-17*time.Second, st.Limits[0].ResetAfter)
@@ -391,17 +441,17 @@ func TestMonthRollover(t *testing.T) {
 		require.True(t, d.Allowed)
 	}
 	d, _ := eng.Consume(ctx, "jst", 1)
-	require.Equal(t, engine.Decision{Reason: engine.Exhausted, Limit: 2, RetryAfter: time.Hour, ResetAfter: time.Hour}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Exhausted, Limit: 2, RetryAfter: time.Hour, ResetAfter: time.Hour}, d)
 	d, _ = eng.Consume(ctx, "utc", 1)
 	require.Equal(t, 10*time.Hour, d.RetryAfter)
 	clk.Add(time.Hour) // February in Tokyo, not yet in UTC
 	d, _ = eng.Consume(ctx, "jst", 1)
-	require.Equal(t, engine.Decision{Allowed: true, Limit: 2, Remaining: 1, ResetAfter: 28 * 24 * time.Hour}, d)
+	requireDecision(t, engine.Decision{Allowed: true, Limit: 2, Remaining: 1, ResetAfter: 28 * 24 * time.Hour}, d)
 	d, _ = eng.Consume(ctx, "utc", 1)
 	require.False(t, d.Allowed)
 	clk.Set(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
 	d, _ = eng.Consume(ctx, "utc", 1)
-	require.Equal(t, engine.Decision{Allowed: true, Limit: 2, Remaining: 1, ResetAfter: 28 * 24 * time.Hour}, d)
+	requireDecision(t, engine.Decision{Allowed: true, Limit: 2, Remaining: 1, ResetAfter: 28 * 24 * time.Hour}, d)
 }
 
 func TestRateBurstAndSteadyState(t *testing.T) {
@@ -412,10 +462,10 @@ func TestRateBurstAndSteadyState(t *testing.T) {
 	require.NoError(t, eng.Register(ctx, "k", engine.Rate(10, time.Second, 20)))
 	for i := range 20 {
 		d, _ := eng.Consume(ctx, "k", 1)
-		require.Equal(t, engine.Decision{Allowed: true, Limit: 20, Remaining: int64(19 - i), ResetAfter: time.Duration(i+1) * 100 * time.Millisecond}, d)
+		requireDecision(t, engine.Decision{Allowed: true, Limit: 20, Remaining: int64(19 - i), ResetAfter: time.Duration(i+1) * 100 * time.Millisecond}, d)
 	}
 	d, _ := eng.Consume(ctx, "k", 1)
-	require.Equal(t, engine.Decision{Reason: engine.Exhausted, Limit: 20, RetryAfter: 100 * time.Millisecond, ResetAfter: 2 * time.Second}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Exhausted, Limit: 20, RetryAfter: 100 * time.Millisecond, ResetAfter: 2 * time.Second}, d)
 	d, _ = eng.Consume(ctx, "k", 5)
 	require.Equal(t, 500*time.Millisecond, d.RetryAfter)
 	clk.Add(37 * time.Millisecond)
@@ -435,14 +485,16 @@ func TestRateBurstAndSteadyState(t *testing.T) {
 	// Idle for long: back to a full burst, not more.
 	clk.Add(time.Hour)
 	d, _ = eng.Consume(ctx, "k", 21)
-	require.Equal(t, engine.Decision{Reason: engine.Exhausted, Limit: 20, Remaining: 20}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Exhausted, Limit: 20, Remaining: 20}, d)
 	d, _ = eng.Consume(ctx, "k", 20)
 	require.True(t, d.Allowed)
-	// A clock that steps back never refills the bucket.
+	// A clock that steps back never refills the bucket; RetryAfter stays
+	// within a full bucket's time (2 s), though the true wait is longer.
 	clk.Add(-time.Minute)
 	d, _ = eng.Consume(ctx, "k", 1)
 	require.False(t, d.Allowed)
-	require.Equal(t, time.Minute+100*time.Millisecond, d.RetryAfter)
+	require.Equal(t, 2*time.Second, d.RetryAfter)
+	require.Equal(t, 2*time.Second, d.ResetAfter)
 }
 
 func TestRateRoundsIntervalUp(t *testing.T) {
@@ -461,9 +513,9 @@ func TestMultiLimitDenialChangesNothing(t *testing.T) {
 	eng := newEngine(t, engine.WithClock(clk.Now))
 	require.NoError(t, eng.Register(ctx, "k", engine.Credits(100), engine.PerWindow(10, time.Minute), engine.Rate(1, time.Second, 5)))
 	d, _ := eng.Consume(ctx, "k", 5)
-	require.Equal(t, engine.Decision{Allowed: true, Limit: 5, Remaining: 0, ResetAfter: 5 * time.Second}, d)
+	requireDecision(t, engine.Decision{Allowed: true, Limit: 5, Remaining: 0, ResetAfter: 5 * time.Second}, d)
 	d, _ = eng.Consume(ctx, "k", 1) // the rate denies; credits and window must not move
-	require.Equal(t, engine.Decision{Reason: engine.Exhausted, Limit: 5, RetryAfter: time.Second, ResetAfter: 5 * time.Second}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Exhausted, Limit: 5, RetryAfter: time.Second, ResetAfter: 5 * time.Second}, d)
 	st, _ := eng.Status("k")
 	require.Equal(t, []int64{95, 5, 0}, remaining(st))
 	// Credits exhausted and rate exhausted: the credits (never refills) is the one reported.
@@ -471,7 +523,7 @@ func TestMultiLimitDenialChangesNothing(t *testing.T) {
 	st, _ = eng.Status("k")
 	require.Equal(t, []int64{0, 5, 0}, remaining(st), "spending carried over")
 	d, _ = eng.Consume(ctx, "k", 1)
-	require.Equal(t, engine.Decision{Reason: engine.Exhausted, Limit: 5}, d)
+	requireDecision(t, engine.Decision{Reason: engine.Exhausted, Limit: 5}, d)
 }
 
 func remaining(st engine.Status) []int64 {
@@ -486,12 +538,15 @@ func TestTopUpAndSetLimits(t *testing.T) {
 	clk := newClock(time.Unix(1_800_000_000, 0))
 	eng := newEngine(t, engine.WithClock(clk.Now))
 	require.NoError(t, eng.Register(ctx, "k", engine.Credits(10)))
-	d, _ := eng.Consume(ctx, "k", 10)
-	require.True(t, d.Allowed)
+	d10, _ := eng.Consume(ctx, "k", 10)
+	require.True(t, d10.Allowed)
 	require.NoError(t, eng.TopUp(ctx, "k", 5))
-	d, _ = eng.Consume(ctx, "k", 1)
-	require.Equal(t, engine.Decision{Allowed: true, Limit: 15, Remaining: 4}, d)
-	require.NoError(t, eng.Refund(ctx, "k", 100))
+	d, _ := eng.Consume(ctx, "k", 1)
+	require.Equal(t, int64(15), d.Limit)
+	require.Equal(t, int64(4), d.Remaining)
+	require.NoError(t, eng.Refund(ctx, "k", d10, 10), "a top up keeps the limits a grant was counted in")
+	require.NoError(t, eng.Refund(ctx, "k", d, 1))
+	require.NoError(t, eng.Refund(ctx, "k", d10, 10))
 	st, _ := eng.Status("k")
 	require.Equal(t, int64(15), st.Limits[0].Remaining, "refund stops at the topped-up quota")
 
@@ -520,7 +575,7 @@ func TestRotate(t *testing.T) {
 	clk := newClock(time.Unix(1_800_000_000, 0))
 	eng := newEngine(t, engine.WithClock(clk.Now))
 	require.NoError(t, eng.Register(ctx, "a", engine.Credits(100), engine.Rate(1, time.Millisecond, 1000)))
-	_, _ = eng.Consume(ctx, "a", 10)
+	d10, _ := eng.Consume(ctx, "a", 10)
 	require.NoError(t, eng.Rotate(ctx, "a", "b", time.Minute))
 	require.ErrorIs(t, eng.Rotate(ctx, "a", "c", time.Minute), engine.ErrRotated)
 	require.ErrorIs(t, eng.Register(ctx, "a", engine.Credits(1)), engine.ErrKeyExists)
@@ -534,7 +589,7 @@ func TestRotate(t *testing.T) {
 	require.True(t, st.RotatedOut)
 	require.False(t, st.Revoked)
 	require.Equal(t, clk.Now().Add(time.Minute), st.GraceUntil)
-	require.NoError(t, eng.Refund(ctx, "a", 5)) // refunds b's counters
+	require.NoError(t, eng.Refund(ctx, "a", d10, 5)) // refunds b's counters
 	st, _ = eng.Status("b")
 	require.Equal(t, int64(5), st.Limits[0].Remaining)
 

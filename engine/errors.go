@@ -30,6 +30,11 @@ var (
 	ErrRotated = errors.New("allot: key was rotated out")
 	// ErrNoCredits is returned by TopUp for a key without a Credits limit.
 	ErrNoCredits = errors.New("allot: key has no credits limit")
+	// ErrRotationChain is returned by Rotate when the key ends a chain of
+	// MaxRotationChain rotations still in their grace.
+	ErrRotationChain = errors.New("allot: rotation chain too long")
+	// ErrClock reports a clock reading outside [MinTime, MaxTime).
+	ErrClock = errors.New("allot: clock out of range")
 	// ErrStore wraps a failure of the engine's Store.
 	ErrStore = errors.New("allot: store failed")
 )

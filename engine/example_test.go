@@ -24,11 +24,15 @@ func Example() {
 	if err := eng.Register(ctx, "key-a", engine.Credits(3)); err != nil {
 		panic(err)
 	}
+	var last engine.Decision
 	for range 4 {
 		d, _ := eng.Consume(ctx, "key-a", 1)
 		fmt.Println(d.Allowed, d.Reason, d.Remaining)
+		if d.Allowed {
+			last = d
+		}
 	}
-	_ = eng.Refund(ctx, "key-a", 1)
+	_ = eng.Refund(ctx, "key-a", last, 1) // the request granted last did not use its unit
 	d, _ := eng.Consume(ctx, "key-a", 1)
 	fmt.Println("after refund:", d.Allowed, d.Remaining)
 

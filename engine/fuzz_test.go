@@ -83,6 +83,7 @@ func FuzzAmounts(f *testing.F) {
 			return
 		}
 		rem, q := quota, quota
+		var last engine.Decision // the last grant, to refund
 		for i, n := range []int64{a, b, c, d, a, c} {
 			switch i % 3 {
 			case 0:
@@ -100,24 +101,20 @@ func FuzzAmounts(f *testing.F) {
 					t.Fatalf("Consume(%d) with %d left: allowed %v", n, rem, dec.Allowed)
 				}
 				if dec.Allowed {
-					rem -= n
+					rem, last = rem-n, dec
 				}
 			case 1:
-				err := eng.Refund(ctx, "k", n)
-				if n <= 0 {
+				err := eng.Refund(ctx, "k", last, n)
+				switch {
+				case n <= 0 || !last.Allowed || n > last.Granted():
 					if !errors.Is(err, engine.ErrInvalidAmount) {
-						t.Fatalf("Refund(%d): %v", n, err)
+						t.Fatalf("Refund(%d) of a grant of %d: %v", n, last.Granted(), err)
 					}
 					continue
-				}
-				if err != nil {
+				case err != nil:
 					t.Fatal(err)
 				}
-				if n >= q-rem {
-					rem = q
-				} else {
-					rem += n
-				}
+				rem, last = min(rem+n, q), engine.Decision{}
 			case 2:
 				err := eng.TopUp(ctx, "k", n)
 				switch {

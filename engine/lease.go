@@ -1,11 +1,13 @@
 package engine
 
+import "time"
+
 // Leases (hi/lo reservations). With a Store, a unit is granted only inside a
 // reservation that is already durable, so a crash can lose reserved units
 // (an under-grant) but never grant one that was not reserved. Each limit has
 // two marks, in the same encoding as its value:
 //
-//	hard: how far the value may move. Credits: the lowest balance
+//	hard: how far the value may move. Credits: the most units spent
 //	      reserved; windows: the window and the highest count reserved in
 //	      it; Rate: the latest theoretical arrival time reserved.
 //	soft: when the value passes it, the next reservation is written in the
@@ -16,8 +18,13 @@ package engine
 // unbounded and never bind.
 
 // noLease is the unbounded mark of windows and the soft mark that never
-// fires; for Credits the unbounded marks are 0, for Rate valueMask.
+// fires; for Credits and Rate the unbounded marks are valueMask.
 const noLease = ^uint64(0)
+
+// minRateSpan is the shortest reservation of a Rate limit whose burst spans
+// less: a reservation of a Rate limit spans at most the larger of its burst
+// (tau) and this, so that a crash costs at most that much of its time.
+const minRateSpan = int64(time.Second)
 
 // leasePair holds one limit's marks. Accessed atomically only.
 type leasePair struct {
@@ -26,10 +33,7 @@ type leasePair struct {
 
 // unbounded returns marks that never bind and never fire.
 func (l *lim) unbounded() leasePair {
-	switch l.kind {
-	case KindCredits:
-		return leasePair{hard: 0, soft: 0}
-	case KindRate:
+	if l.kind == KindCredits || l.kind == KindRate {
 		return leasePair{hard: valueMask, soft: valueMask}
 	}
 	return leasePair{hard: noLease, soft: noLease}
@@ -43,10 +47,7 @@ func (l *lim) exhausted(v uint64) leasePair {
 
 // covered reports whether value nv lies inside the reservation hard.
 func (l *lim) covered(nv, hard uint64) bool {
-	switch l.kind {
-	case KindCredits:
-		return nv >= hard
-	case KindRate:
+	if l.kind == KindCredits || l.kind == KindRate {
 		return nv <= hard
 	}
 	return hard == noLease || (nv>>tagShift == hard>>tagShift && nv&usedMask <= hard&usedMask)
@@ -54,10 +55,7 @@ func (l *lim) covered(nv, hard uint64) bool {
 
 // low reports whether value nv has passed the soft mark: time to reserve.
 func (l *lim) low(nv, soft uint64) bool {
-	switch l.kind {
-	case KindCredits:
-		return nv < soft
-	case KindRate:
+	if l.kind == KindCredits || l.kind == KindRate {
 		return nv > soft
 	}
 	return soft != noLease && (nv>>tagShift != soft>>tagShift || nv&usedMask > soft&usedMask)
@@ -69,14 +67,22 @@ func (l *lim) low(nv, soft uint64) bool {
 func (l *lim) reserve(v uint64, old uint64, chunk, now int64) leasePair {
 	switch l.kind {
 	case KindCredits:
-		c := uint64(min(chunk, int64(v)))
-		hard := min(v-c, old)
-		return leasePair{hard: hard, soft: hard + (v-hard)/2}
+		top := max(v, min(v+uint64(chunk), uint64(l.quota)))
+		hard := max(top, old)
+		if hard >= uint64(l.quota) {
+			return leasePair{hard: hard, soft: valueMask} // the whole balance is reserved
+		}
+		return leasePair{hard: hard, soft: hard - (hard-v)/2}
 	case KindRate:
 		t := max(int64(v), now)
-		span := chunk * l.period
-		hard := max(uint64(min(t+span, int64(valueMask))), old)
-		return leasePair{hard: hard, soft: hard - uint64(span/2)}
+		// chunk emissions, but at most the larger of a full bucket and
+		// minRateSpan: a reservation further ahead could only be lost.
+		span := max(l.quota*l.period, minRateSpan)
+		if chunk < span/l.period {
+			span = chunk * l.period
+		}
+		hard := max(uint64(min(t, int64(valueMask)-span)+span), old)
+		return leasePair{hard: hard, soft: hard - min(hard, uint64(span/2))}
 	}
 	used, tag, _ := l.window(v, now)
 	top := min(used+chunk, l.quota)
@@ -105,16 +111,9 @@ func worst(v, hard uint64, leased bool) uint64 {
 // nv, so that the reservation keeps its size. It reports false when there is
 // nothing to move (an unbounded mark, a window the mark is not for).
 func (l *lim) tighten(hard, old, nv uint64) (uint64, bool) {
-	switch l.kind {
-	case KindCredits:
-		d := nv - old // a refund only raises a balance
-		if nv < old || hard > valueMask-d {
-			return hard, false
-		}
-		return hard + d, true
-	case KindRate:
-		d := old - nv // a refund only lowers the arrival time
-		if nv > old || hard < d {
+	if l.kind == KindCredits || l.kind == KindRate {
+		d := old - nv // a refund only lowers what was spent, or the arrival time
+		if nv > old || hard < d || hard == valueMask {
 			return hard, false
 		}
 		return hard - d, true

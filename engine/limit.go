@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"math"
 	"time"
 )
 
@@ -50,7 +49,24 @@ const (
 	MinWindow = time.Second
 	// MaxNameLen is the longest limit name, in bytes.
 	MaxNameLen = 64
+	// MaxRateSpan is the longest a Rate limit's burst may take to refill
+	// (burst × period/n), so that its state stays inside a word up to
+	// MaxTime.
+	MaxRateSpan = 10 * 365 * 24 * time.Hour
+	// MaxRotationChain is the most rotations a chain of keys still in
+	// their grace may hold: Rotate of a key that ends such a chain
+	// returns ErrRotationChain. A rotation with no grace ends every chain.
+	MaxRotationChain = 16
 )
+
+// The supported range of clock values: a call that reads a time outside
+// [MinTime, MaxTime) returns ErrClock and changes nothing.
+var (
+	MinTime = time.Unix(0, 0).UTC()
+	MaxTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+const maxTimeNs = 4102444800 * int64(time.Second) // MaxTime.UnixNano()
 
 // Limit describes one quota of a key. Build it with Credits, PerWindow,
 // PerMonth, PerMonthIn or Rate, and name it with Named. A Limit is a small
@@ -194,9 +210,12 @@ func (l Limit) validate() (spec, error) {
 		if l.rate <= 0 || l.period <= 0 {
 			return s, fmt.Errorf("%w: %s: rate %d per %v must be positive", ErrInvalidLimit, l.Name(), l.rate, l.period)
 		}
-		t := (int64(l.period) + l.rate - 1) / l.rate // round up: never faster than asked
-		if l.quota > MaxCredits || l.quota > math.MaxInt64/4/t {
-			return s, fmt.Errorf("%w: %s: burst %d times interval %v overflows", ErrInvalidLimit, l.Name(), l.quota, time.Duration(t))
+		t := int64(l.period) / l.rate // rounded up: never faster than asked
+		if int64(l.period)%l.rate != 0 {
+			t++
+		}
+		if l.quota > MaxCredits || l.quota > int64(MaxRateSpan)/t {
+			return s, fmt.Errorf("%w: %s: burst %d refills in more than %v", ErrInvalidLimit, l.Name(), l.quota, MaxRateSpan)
 		}
 		s.period, s.tau = t, t*l.quota
 	default:
@@ -256,6 +275,7 @@ func (e *Engine) intern(specs []spec) *plan {
 	}
 	np := &plan{limits: specs}
 	np.shared = &keyState{plan: np}
+	np.shared.origin = np.shared
 	p, _ := e.plans.LoadOrStore(k, np)
 	return p.(*plan)
 }

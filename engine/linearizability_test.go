@@ -138,20 +138,26 @@ func workload(t *testing.T, eng *engine.Engine, rec *recorder, r *rand.Rand, key
 		go func() {
 			defer wg.Done()
 			gr := rand.New(rand.NewPCG(seed, uint64(g)))
+			granted := map[string]engine.Decision{} // this client's last grant of each key
 			for range 4 + gr.IntN(8) {
 				k := keys[gr.IntN(len(keys))]
 				switch p := gr.IntN(100); {
-				case p < 72:
+				case p < 72 || (p < 86 && !granted[k].Allowed):
 					n := 1 + gr.Int64N(3)
 					rec.do(g, linIn{key: k, op: "consume", n: n}, func() linOut {
 						d, err := eng.Consume(ctx, k, n)
 						require.NoError(t, err)
+						if d.Allowed {
+							granted[k] = d
+						}
 						return linOut{allowed: d.Allowed, reason: d.Reason, remaining: d.Remaining}
 					})
 				case p < 86:
-					n := 1 + gr.Int64N(3)
+					d := granted[k]
+					delete(granted, k)
+					n := 1 + gr.Int64N(d.Granted())
 					rec.do(g, linIn{key: k, op: "refund", n: n}, func() linOut {
-						require.NoError(t, eng.Refund(ctx, k, n))
+						require.NoError(t, eng.Refund(ctx, k, d, n))
 						return linOut{}
 					})
 				case p < 98:

@@ -77,6 +77,10 @@ func (e *Engine) flush(ctx context.Context) error {
 
 // load reads every record of the store into the map under its ID.
 func (e *Engine) load(ctx context.Context) error {
+	now := e.now()
+	if now < 0 {
+		return e.clockErr()
+	}
 	err := e.store.Load(ctx, func(r Record) error {
 		st := &keyState{}
 		var vals []uint64
@@ -94,15 +98,19 @@ func (e *Engine) load(ctx context.Context) error {
 			if len(r.Counters) != len(specs) {
 				return fmt.Errorf("%w: record %x: %d counters for %d limits", ErrStore, r.ID[:4], len(r.Counters), len(specs))
 			}
-			for i, v := range r.Counters {
-				if v&flagBits != 0 {
-					return fmt.Errorf("%w: record %x: counter %d out of range", ErrStore, r.ID[:4], i)
+			vals = append([]uint64(nil), r.Counters...)
+			for i, v := range vals {
+				if v > valueMask {
+					// Beyond any state a limit can reach: take it as
+					// the most spent (one bad record must not keep the
+					// others from loading, nor grant anything).
+					vals[i] = valueMask
 				}
 			}
-			st.plan, vals = e.intern(specs), r.Counters
+			st.plan = e.intern(specs)
 		}
 		k := idKey(r.ID)
-		ent := e.newEntry(st, r.Revoked, vals, e.now())
+		ent := e.newEntry(st, r.Revoked, vals, now)
 		if e.leased && st.alias == nil {
 			for i := range st.limits() {
 				l := st.limits()[i].lim()
@@ -120,7 +128,36 @@ func (e *Engine) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: load: %w", ErrStore, err)
 	}
+	e.chains(now)
 	return nil
+}
+
+// chains works out, after a load, the rotation chains that end at each head
+// and may still be in grace, as Rotate keeps them (see chainInfo).
+func (e *Engine) chains(now int64) {
+	e.m.Range(func(_ string, ent *entry) bool {
+		if ent.kind() != 0 || ent.st.alias.forward {
+			return true
+		}
+		hops, until := 0, int64(math.MaxInt64)
+		cur := ent
+		for range maxHops {
+			a := cur.st.alias
+			if atomic.LoadUint64(&cur.word)&revokedBit != 0 || now >= a.deadline {
+				return true // a dead link: no chain through it
+			}
+			hops, until = hops+1, min(until, a.deadline)
+			if cur = e.m.Load(a.target); cur == nil {
+				return true
+			}
+			if cur.kind() != 0 {
+				c := &cur.st.chain
+				c.depth, c.until = max(c.depth, hops), max(c.until, until)
+				return true
+			}
+		}
+		return true
+	})
 }
 
 func idKey(id KeyID) string { return recoveredPrefix + string(id[:]) }
@@ -150,7 +187,7 @@ func (e *Engine) promote(key string) *entry {
 		return nil
 	}
 	revoked, vals := seal(re)
-	st := &keyState{plan: re.st.plan, alias: re.st.alias}
+	st := &keyState{plan: re.st.plan, alias: re.st.alias, chain: re.st.chain, origin: re.st.origin}
 	st.track.Store(re.st.track.Load())
 	now := e.now()
 	ent := e.newEntry(st, revoked, vals, now)

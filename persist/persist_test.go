@@ -68,14 +68,18 @@ func TestCleanRestartIsExact(t *testing.T) {
 			for k, ls := range keys {
 				require.NoError(t, eng.Register(ctx, k, ls...))
 			}
+			var last engine.Decision
 			for i, k := range []string{"credits", "window", "month", "rate", "multi", "old"} {
 				for j := range 37 + 11*i {
 					d, err := eng.Consume(ctx, k, int64(1+j%3))
 					require.NoError(t, err)
 					require.True(t, d.Allowed, "%s %d", k, j)
+					if k == "credits" && d.Granted() == 3 {
+						last = d
+					}
 				}
 			}
-			require.NoError(t, eng.Refund(ctx, "credits", 5))
+			require.NoError(t, eng.Refund(ctx, "credits", last, 3))
 			require.NoError(t, eng.Revoke(ctx, "revoked"))
 			require.NoError(t, eng.Rotate(ctx, "old", "new", time.Hour))
 			require.NoError(t, eng.TopUp(ctx, "new", 50))

@@ -113,7 +113,7 @@ func quote(s string) string {
 type Ticket struct {
 	g   *Guard
 	key string
-	n   int64
+	d   engine.Decision // the grant
 	adm engine.Admission
 }
 
@@ -138,7 +138,7 @@ func (t *Ticket) Finish(status int, panicked bool) {
 	}
 	if t.g.refundIf(status) {
 		// The error can only be ErrClosed: nothing is left to refund then.
-		_ = t.g.eng.Refund(context.Background(), t.key, t.n)
+		_ = t.g.eng.Refund(context.Background(), t.key, t.d, t.d.Granted())
 	}
 }
 
@@ -188,12 +188,12 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request) (Ticket, bool) {
 	switch d.Reason {
 	case engine.OK:
 		var buf [engine.MaxLimits]engine.LimitStatus
-		ls, _ := g.eng.AppendLimits(buf[:0], key)
+		ls := g.limits(buf[:0], key, &d)
 		g.setFields(w.Header(), ls, &d)
-		return Ticket{g: g, key: key, n: n, adm: adm}, true
+		return Ticket{g: g, key: key, d: d, adm: adm}, true
 	case engine.Exhausted:
 		var buf [engine.MaxLimits]engine.LimitStatus
-		ls, _ := g.eng.AppendLimits(buf[:0], key)
+		ls := g.limits(buf[:0], key, &d)
 		g.setFields(w.Header(), ls, &d)
 		writeBody(w, http.StatusTooManyRequests, exceededBody(ls, n, &d))
 	case engine.Revoked:
@@ -202,6 +202,18 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request) (Ticket, bool) {
 		g.unauthorized(w, g.invalid, bodyUnknownKey)
 	}
 	return Ticket{}, false
+}
+
+// limits appends the state of key's limits to dst for the RateLimit fields.
+// The limit the decision describes is reported as the decision saw it, not
+// as a second read finds it a moment later (other requests may have moved
+// it since).
+func (g *Guard) limits(dst []engine.LimitStatus, key string, d *engine.Decision) []engine.LimitStatus {
+	ls, _ := g.eng.AppendLimits(dst, key)
+	if i := d.LimitIndex; i < len(ls) && ls[i].Limit.Quota() == d.Limit {
+		ls[i].Remaining, ls[i].ResetAfter = d.Remaining, d.ResetAfter
+	}
+	return ls
 }
 
 // key extracts the request's API key: "" if there is none.

@@ -25,7 +25,7 @@ import (
 //
 // Strings are a uvarint length and bytes. Keys are "k/" and the SHA-256 of
 // the API key: the raw key is never written.
-const FormatVersion = 1
+const FormatVersion = 2 // 2: a Credits counter holds the units spent, not the units left
 
 // Sentinel errors; package persist exports them under the same names.
 var (
