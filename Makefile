@@ -50,8 +50,11 @@ bench-engine:
 	$(GO) test -run='^$$' -bench=Consume -benchmem -cpu=1,2,8 -count=5 ./engine
 
 ## crash: kill -9 loops (CRASH_CYCLES each, default 200): a child consuming
-## from a Badger store, then a child mixing consumes with register, revoke,
-## rotate and top up; every invariant is checked after every restart.
+## from a Badger store, then a child mixing consumes and refunds with
+## register, revoke, rotate and top up; each kill is aimed at the child's
+## opening, its running or its closing, every limit kind is used, every
+## store must open at the first try, every invariant is checked after every
+## restart.
 CRASH_CYCLES ?= 200
 crash:
 	ALLOT_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -v -timeout 60m -run 'TestCrashLoop|TestCrashMix$$|TestRevokeSurvivesKill' ./persist

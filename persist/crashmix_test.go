@@ -1,13 +1,14 @@
 package persist_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,14 +19,26 @@ import (
 
 // The mixed crash loop: the child consumes from many goroutines while one
 // goroutine makes administrative calls (register, revoke, rotate, top up)
-// and reports each one when it returns. After every kill -9 the parent
-// reopens the store and checks: every acknowledged registration is there,
-// every acknowledged revocation holds, no account (a key and the keys
-// rotated into it) has been granted more than its quota, and no counter is
-// back above where the previous restart found it (reservations never shrink
-// across a crash).
+// and reports each one when it returns; a third of the grants are partly
+// refunded, as a handler that failed would. As in TestCrashLoop, each kill is
+// aimed at the child's opening, its running or its closing. After every
+// kill -9 the parent reopens the store (at the first try) and checks: every
+// acknowledged registration is there, every acknowledged revocation holds,
+// no account (a key and the keys rotated into it) has been granted more than
+// its limit allows, and no counter is back above where the previous restart
+// found it, refills aside (reservations never shrink across a crash). Keys
+// get every limit kind in turn, a Rate with a 48 h period included.
 
 const mixQuota = 5000
+
+// mixLimits are the limits a registration of the mixed loop draws from.
+var mixLimits = []engine.Limit{
+	engine.Credits(mixQuota),
+	engine.PerWindow(mixQuota, 24*time.Hour),
+	engine.PerMonth(mixQuota),
+	engine.Rate(1, time.Minute, mixQuota),
+	engine.Rate(1, 48*time.Hour, 10), // a long period: 10 units, then one every two days
+}
 
 // TestCrashMixChild runs in the child process only.
 func TestCrashMixChild(t *testing.T) {
@@ -33,15 +46,18 @@ func TestCrashMixChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("started by TestCrashMix only")
 	}
-	eng, say := childEngine(dir)
+	say := sayer()
+	eng := childEngine(dir, say)
 	var mu sync.RWMutex
 	keys := strings.Fields(os.Getenv("ALLOT_MIX_KEYS"))
 	cycle := os.Getenv("ALLOT_MIX_CYCLE")
+	closeAfter, _ := strconv.Atoi(os.Getenv("ALLOT_MIX_CLOSE_AFTER"))
+	var closed atomic.Bool
 	say("ready")
 	for w := range 6 {
 		go func() {
 			r := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			for {
+			for !closed.Load() {
 				mu.RLock()
 				if len(keys) == 0 {
 					mu.RUnlock()
@@ -52,18 +68,34 @@ func TestCrashMixChild(t *testing.T) {
 				mu.RUnlock()
 				n := 1 + r.Int64N(3)
 				d, err := eng.Consume(ctx, k, n)
-				if err != nil {
-					say("error %v", err)
+				if errors.Is(err, engine.ErrClosed) && closed.Load() {
 					return
 				}
-				if d.Allowed {
-					say("g %s %d", k, n)
+				if err != nil {
+					say("error %v", err)
+					os.Exit(2)
+				}
+				if !d.Allowed {
+					continue
+				}
+				say("g %s %d", k, n)
+				if r.IntN(3) == 0 { // the request failed: give some back
+					m := 1 + r.Int64N(n)
+					say("try ref %s %d", k, m)
+					if err := eng.Refund(ctx, k, d, m); err != nil {
+						if errors.Is(err, engine.ErrClosed) && closed.Load() {
+							return
+						}
+						say("error %v", err)
+						os.Exit(2)
+					}
+					say("ref %s %d", k, m)
 				}
 			}
 		}()
 	}
 	r := rand.New(rand.NewPCG(99, uint64(time.Now().UnixNano())))
-	for i := 0; ; i++ {
+	for i := 0; closeAfter == 0 || i < closeAfter; i++ {
 		mu.RLock()
 		k := ""
 		if len(keys) > 0 {
@@ -73,10 +105,11 @@ func TestCrashMixChild(t *testing.T) {
 		switch op := r.IntN(10); {
 		case op < 3 || k == "":
 			nk := fmt.Sprintf("mix-%s-%d", cycle, i)
-			say("try reg %s", nk)
-			if err := eng.Register(ctx, nk, engine.Credits(mixQuota)); err != nil {
+			kind := r.IntN(len(mixLimits))
+			say("try reg %s %d", nk, kind)
+			if err := eng.Register(ctx, nk, mixLimits[kind]); err != nil {
 				say("error %v", err)
-				return
+				os.Exit(2)
 			}
 			say("reg %s", nk)
 			mu.Lock()
@@ -86,7 +119,7 @@ func TestCrashMixChild(t *testing.T) {
 			say("try rev %s", k)
 			if err := eng.Revoke(ctx, k); err != nil {
 				say("error %v", err)
-				return
+				os.Exit(2)
 			}
 			say("rev %s", k)
 		case op < 7:
@@ -105,20 +138,39 @@ func TestCrashMixChild(t *testing.T) {
 			n := 1 + r.Int64N(50)
 			say("try top %s %d", k, n)
 			if err := eng.TopUp(ctx, k, n); err != nil {
-				say("no top %s", k)
+				say("no top %s", k) // not a Credits key, revoked, rotated out
 				continue
 			}
 			say("top %s %d", k, n)
 		}
 		time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
 	}
+	closed.Store(true)
+	say("closing")
+	if err := eng.Close(); err != nil {
+		say("error %v", err)
+		os.Exit(2)
+	}
+	say("closed")
+	os.Exit(0)
 }
 
 type mixAccount struct {
-	quota, maybe int64 // acknowledged quota; top-ups not acknowledged
-	granted      int64 // units reported granted
-	lastLeft     int64 // what the last restart found left, -1 before
-	lastQuota    int64 // quota at that restart
+	limit        engine.Limit
+	since        time.Time // when it was registered
+	quota, maybe int64     // acknowledged quota; top-ups and refunds not acknowledged
+	granted      int64     // units reported granted, less those refunded
+	refunded     int64     // units refunded since the last restart
+	lastLeft     int64     // what the last restart found left, -1 before
+	lastQuota    int64     // quota at that restart
+	lastAt       time.Time // when
+}
+
+// refill returns how much a limit can have refilled between from and to,
+// and false if that cannot be told (a window began).
+func refill(l engine.Limit, from, to time.Time) (int64, bool) {
+	a, ok := allowance(l, from, to)
+	return a - l.Quota(), ok
 }
 
 func TestCrashMix(t *testing.T) {
@@ -132,17 +184,22 @@ func TestCrashMix(t *testing.T) {
 	registered := map[string]bool{}
 	revoked := map[string]bool{}
 	var keys []string
-	r := rand.New(rand.NewPCG(5, uint64(time.Now().UnixNano())))
-	var cyclesDone, grants, checks int
+	k := newKiller(5)
+	var cyclesDone, grants, checks, unchecked int
 	for cycle := range n {
-		cmd, sc := childRun(t, "TestCrashMixChild", "ALLOT_MIX_DIR="+dir, "ALLOT_MIX_KEYS="+strings.Join(keys, " "),
-			"ALLOT_MIX_CYCLE="+strconv.Itoa(cycle))
-		require.True(t, sc.Scan())
-		require.Equal(t, "ready", sc.Text())
-		kill := time.AfterFunc(time.Duration(30+r.IntN(150))*time.Millisecond, func() {
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-		})
+		phase := k.phase()
+		// Default reservations: a Rate with a long period then reserves
+		// chunks of tens of thousands of emission intervals.
+		env := []string{"ALLOT_CRASH_CHUNKS=default", "ALLOT_MIX_DIR=" + dir, "ALLOT_MIX_KEYS=" + strings.Join(keys, " "), "ALLOT_MIX_CYCLE=" + strconv.Itoa(cycle)}
+		if phase == phaseClose {
+			env = append(env, fmt.Sprintf("ALLOT_MIX_CLOSE_AFTER=%d", 1+k.r.IntN(40)))
+		}
+		cmd, sc := childRun(t, "TestCrashMixChild", env...)
+		c := k.start(cmd, phase)
 		for sc.Scan() {
+			if c.line(sc.Text()) {
+				continue
+			}
 			f := strings.Fields(sc.Text())
 			switch {
 			case f[0] == "g":
@@ -153,7 +210,9 @@ func TestCrashMix(t *testing.T) {
 				registered[f[1]] = true
 				keys = append(keys, f[1])
 			case f[0] == "try" && f[1] == "reg":
-				account[f[2]] = &mixAccount{quota: mixQuota, lastLeft: -1}
+				kind, _ := strconv.Atoi(f[3])
+				l := mixLimits[kind]
+				account[f[2]] = &mixAccount{limit: l, since: time.Now(), quota: l.Quota(), lastLeft: -1}
 			case f[0] == "rev":
 				revoked[f[1]] = true
 			case f[0] == "try" && f[1] == "rot":
@@ -168,17 +227,25 @@ func TestCrashMix(t *testing.T) {
 				v, _ := strconv.ParseInt(f[2], 10, 64)
 				account[f[1]].quota += v
 				account[f[1]].maybe -= v
+			case f[0] == "try" && f[1] == "ref":
+				v, _ := strconv.ParseInt(f[3], 10, 64)
+				account[f[2]].maybe += v
+			case f[0] == "ref":
+				v, _ := strconv.ParseInt(f[2], 10, 64)
+				a := account[f[1]]
+				a.granted, a.refunded, a.maybe = a.granted-v, a.refunded+v, a.maybe-v
 			case f[0] == "no", f[0] == "try":
 			default:
-				t.Fatalf("cycle %d: child said %q", cycle, sc.Text())
+				c.end()
+				t.Fatalf("cycle %d (phase %d): child said %q", cycle, phase, sc.Text())
 			}
 		}
-		kill.Stop()
-		_ = cmd.Wait()
+		c.end()
 		cyclesDone++
 
 		// The child died: check every invariant on what it left.
 		eng := open(t, dir, nil)
+		now := time.Now()
 		seen := map[*mixAccount]bool{}
 		for k := range registered {
 			s, err := eng.Status(k)
@@ -191,21 +258,29 @@ func TestCrashMix(t *testing.T) {
 				continue
 			}
 			seen[a] = true
+			extra, known := refill(a.limit, a.since, now)
+			if !known {
+				unchecked++ // a new window began since it was registered
+				continue
+			}
 			// No over-grant: what was granted plus what is left to grant
-			// fits in the quota (with top-ups that may have landed).
+			// fits in the quota (with top-ups that may have landed, and
+			// what a rate refilled).
 			left := s.Limits[0].Remaining
 			require.GreaterOrEqual(t, left, int64(0))
-			require.LessOrEqual(t, a.granted+left, a.quota+a.maybe, "cycle %d: %s over-granted", cycle, k)
+			require.LessOrEqual(t, a.granted+left, a.quota+a.maybe+extra, "cycle %d: %s (%s) over-granted", cycle, k, a.limit.Name())
 			// Reservations never shrink: nothing is left that the last
-			// restart had already counted as spent.
+			// restart had already counted as spent, but for what a rate
+			// refilled since.
 			if a.lastLeft >= 0 {
-				require.LessOrEqual(t, left, a.lastLeft+(a.quota-a.lastQuota)+a.maybe, "cycle %d: %s counter went back up", cycle, k)
+				back, _ := refill(a.limit, a.lastAt, now)
+				require.LessOrEqual(t, left, a.lastLeft+(a.quota-a.lastQuota)+a.refunded+a.maybe+back, "cycle %d: %s counter went back up", cycle, k)
 			}
-			a.lastLeft, a.lastQuota = left, a.quota
+			a.lastLeft, a.lastQuota, a.lastAt, a.refunded = left, a.quota, now, 0
 			checks++
 		}
 		require.NoError(t, eng.Close())
 	}
-	t.Logf("%d kill -9 cycles with administrative calls: %d grants, %d keys, %d revoked, %d account checks, 0 violations",
-		cyclesDone, grants, len(registered), len(revoked), checks)
+	t.Logf("%d kill -9 cycles with administrative calls (%v): %d grants, %d keys, %d revoked, %d account checks (%d skipped: a window began), 0 violations, every open at the first try",
+		cyclesDone, k, grants, len(registered), len(revoked), checks, unchecked)
 }

@@ -15,6 +15,8 @@ type options struct {
 	lease  engine.LeaseOptions
 	verify bool
 	badger func(badger.Options) badger.Options
+
+	acceptLoss bool
 }
 
 func defaultOptions() options {
@@ -50,3 +52,12 @@ func WithoutVerify() Option { return func(o *options) { o.verify = false } }
 func WithBadgerOptions(f func(badger.Options) badger.Options) Option {
 	return func(o *options) { o.badger = f }
 }
+
+// WithAcceptLoss makes Open accept a store that has lost records (Open
+// fails otherwise, with an error matching ErrCorrupt that says what it
+// found): the store opens as it now stands, and its metadata is written
+// anew. A key whose record was lost is unknown again; registering it again
+// gives it a full quota, and a revocation that was lost no longer holds.
+// Use it only once you have decided that this is acceptable, for example
+// after restoring what could be restored. The damage is logged.
+func WithAcceptLoss() Option { return func(o *options) { o.acceptLoss = true } }

@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/allot-go/allot/engine"
 	"github.com/allot-go/allot/persist/internal/codec"
@@ -45,17 +46,43 @@ import (
 // engine.WithStore; the engine's Close closes it. Its methods are safe for
 // concurrent use.
 type Store struct {
-	db    *badger.DB
-	opts  options
-	mu    sync.RWMutex
+	dir  string
+	opts options
+
+	mu    sync.RWMutex // Close excludes Load and Save
 	close bool
+	db    *badger.DB
+	lock  *os.File // allot.lock, flocked while the store is open
+
+	wmu       sync.Mutex // one Save at a time: m/state is read, changed, written
+	gen       uint64     // the generation of the last Save that committed
+	count     uint64     // records known to be in Badger
+	keys      keySet     // fingerprints of the records' keys (and of uncertain ones)
+	uncertain map[uint64]engine.KeyID
+	id        [16]byte
+	failNext  int   // tests only: fail the next Save before (1) or after (2) it commits
+	valueMax  int64 // the value threshold, less the key: larger records are refused
+
+	meta   *metaFile
+	metaW  chan struct{} // wakes the meta writer
+	metaMu sync.Mutex
+	want   metaState // the newest state known durable, for the meta writer
+	metaE  error     // the meta writer's last error
+	stopW  chan struct{}
+	doneW  chan struct{}
 }
 
 var metaVersion = []byte("m/format")
 
+const (
+	lockName = "allot.lock"
+	keptDir  = "allot-kept" // table files Badger would delete, kept while Open decides
+)
+
 // Open opens (creating if needed) the store in dir. It fails with ErrLocked
 // if another process holds dir, and with an error matching ErrCorrupt or
-// ErrVersion if the files or records cannot be read; it never panics on a
+// ErrVersion if the files or records cannot be read, or if the store has
+// lost records (see the package documentation); it never panics on a
 // damaged directory.
 func Open(dir string, opts ...Option) (st *Store, err error) {
 	o := defaultOptions()
@@ -68,7 +95,9 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(16 << 20).     // a write-ahead file of 32 MiB, not 128
 		WithValueLogFileSize(16 << 20). // values never reach the value log
-		WithValueThreshold(1 << 10).    // records stay in the LSM tree, out of the value log
+		// Every record stays in the LSM tree, out of the value log (Save
+		// refuses a record this large: none comes near it).
+		WithValueThreshold(maxValue).
 		// Uncompressed tables: checkTables verifies every block before Badger
 		// reads one (Badger's own checks panic on some damage, in goroutines
 		// of its own). Records are small; compression would gain little.
@@ -79,65 +108,340 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 	if bo.BypassLockGuard || !bo.SyncWrites {
 		return nil, fmt.Errorf("%w: BypassLockGuard and unsynced writes void the store's guarantees", ErrUnsupported)
 	}
+	if bo.ValueThreshold == maxValue {
+		// Badger wants it within a batch (15% of the memtable), which a
+		// small memtable makes smaller.
+		bo.ValueThreshold = min(maxValue, 15*bo.MemTableSize/100)
+	}
+	if bo.ValueThreshold < minValue {
+		return nil, fmt.Errorf("%w: a value threshold below %d bytes would put records in the value log", ErrUnsupported, minValue)
+	}
+	if bo.InMemory || bo.ReadOnly || (bo.ValueDir != "" && filepath.Clean(bo.ValueDir) != filepath.Clean(bo.Dir)) {
+		return nil, fmt.Errorf("%w: an in-memory or read-only Badger, or a value directory of its own", ErrUnsupported)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("allot: creating %s: %w", dir, err)
+	}
+	s := &Store{dir: dir, opts: o, valueMax: bo.ValueThreshold - 64}
+	if s.lock, err = lockDir(dir); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			st, err = nil, fmt.Errorf("%w: opening %s: %v", ErrCorrupt, dir, p)
 		}
+		if err != nil {
+			s.release()
+		}
 	}()
-	if o.verify {
-		if err := checkTables(dir, bo); err != nil {
-			return nil, err
-		}
-	}
-	// dgraph-io/badger#2207: a crash can leave a zero-length .mem file,
-	// which fails the next Open. It holds no data; without it, Open works.
-	removeEmptyWALs(dir)
-	db, err := badger.Open(bo)
-	if err != nil {
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
-		}
-		return nil, fmt.Errorf("%w: opening %s: %v", ErrCorrupt, dir, err)
-	}
-	s := &Store{db: db, opts: o}
-	if err := s.checkFormat(); err != nil {
-		_ = db.Close()
+	if err := s.open(bo); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// removeEmptyWALs removes zero-length memtable files from dir and reports
-// whether there were any.
-func removeEmptyWALs(dir string) bool {
-	files, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+// lockDir takes the store's own lock, before anything in dir is touched:
+// Open removes and keeps files before Badger takes its lock.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("allot: locking %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("allot: locking %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// release closes what a failed Open or a Close leaves open of ours.
+func (s *Store) release() {
+	if s.meta != nil {
+		_ = s.meta.close()
+		s.meta = nil
+	}
+	if s.lock != nil {
+		_ = s.lock.Close()
+		s.lock = nil
+	}
+}
+
+// open opens Badger in s.dir and checks it against the meta file.
+func (s *Store) open(bo badger.Options) error {
+	dir := s.dir
+	_ = os.Remove(filepath.Join(dir, metaName+".tmp")) // a creation that did not finish
+	meta, slot, haveMeta, err := readMeta(dir)
+	if err != nil {
+		return err
+	}
+	mf, err := readManifest(dir, bo)
+	if err != nil {
+		return err
+	}
+	if haveMeta && meta.gen > 0 && !mf.exists {
+		// Badger would start a new MANIFEST and delete every table.
+		err := fmt.Errorf("%w: MANIFEST missing in %s, but %s says the store holds %d records at generation %d (restore the directory)",
+			ErrCorrupt, dir, metaName, meta.count, meta.gen)
+		if !s.opts.acceptLoss {
+			return err
+		}
+		s.warn("opening the store as it stands (WithAcceptLoss)", "dir", s.dir, "damage", err)
+	}
+	if s.opts.verify {
+		if err := checkTables(dir, mf); err != nil {
+			return err
+		}
+	}
+	kept, err := keepOrphans(dir, mf)
+	if err != nil {
+		return err
+	}
+	// A kill while Badger creates a file can leave it zero-length: a .mem
+	// (dgraph-io/badger#2207) or the .vlog that every Open creates. Badger
+	// then fails the next Open (it "opens" the empty file as an existing
+	// one, and reports the z.NewFile it gets back as an error); the Open
+	// after that works. Such a file holds no data: remove it first.
+	removeEmptyFiles(dir)
+	db, err := badger.Open(bo)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return fmt.Errorf("%w: opening %s: %s%v", ErrCorrupt, dir, badgerFile(err), err)
+	}
+	s.db = db
+	if err := s.check(meta, slot, haveMeta, kept); err != nil {
+		_ = db.Close()
+		s.db = nil
+		return err
+	}
+	for _, k := range kept {
+		_ = os.Remove(k)
+	}
+	_ = os.Remove(filepath.Join(dir, keptDir)) // if empty
+	s.metaW, s.stopW, s.doneW = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go s.metaWriter()
+	return nil
+}
+
+// removeEmptyFiles removes the zero-length memtable and value log files of
+// dir and reports whether there were any. Badger writes both through a
+// memory map of a file it first creates and then sizes: zero length means
+// it died in between, before a byte was written. A value log file no
+// longer than its header (20 bytes) holds no value either: the store never
+// puts one there, so a damaged header (which Badger would refuse) is gone
+// with it too.
+func removeEmptyFiles(dir string) bool {
 	removed := false
-	for _, f := range files {
-		if fi, err := os.Stat(f); err == nil && fi.Size() == 0 && os.Remove(f) == nil {
-			removed = true
+	for _, pattern := range []string{"*.mem", "*.vlog"} {
+		files, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, f := range files {
+			limit := int64(0)
+			if strings.HasSuffix(f, ".vlog") {
+				limit = vlogHeader
+			}
+			if fi, err := os.Lstat(f); err == nil && fi.Mode().IsRegular() && fi.Size() <= limit && os.Remove(f) == nil {
+				removed = true
+			}
 		}
 	}
 	return removed
 }
 
-// checkFormat writes the format version into a new store, and checks it in
-// an old one.
-func (s *Store) checkFormat() error {
-	return s.db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(metaVersion)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return txn.Set(metaVersion, []byte{codec.FormatVersion})
+// vlogHeader is the size of a value log file's header (key id and IV).
+const vlogHeader = 20
+
+// badgerFile guesses which of Badger's files an error of its Open is
+// about, to name it.
+func badgerFile(err error) string {
+	m := strings.ToLower(err.Error())
+	switch {
+	case strings.Contains(m, "key registry") || strings.Contains(m, "encryption key") || strings.Contains(m, "sanity text"):
+		return "KEYREGISTRY: "
+	case strings.Contains(m, "manifest"):
+		return "MANIFEST: "
+	case strings.Contains(m, ".vlog") || strings.Contains(m, "vlog"):
+		return "value log: "
+	case strings.Contains(m, ".mem") || strings.Contains(m, "memtable") || strings.Contains(m, "wal"):
+		return "write-ahead file: "
+	case strings.Contains(m, "table") || strings.Contains(m, ".sst"):
+		return "table: "
+	}
+	return ""
+}
+
+// check reads the store's format, id, generation and count from Badger,
+// counts its records, and compares all that with the meta file (see
+// meta.go). It creates the meta file of a new store, or of one written
+// before there was a meta file, and brings the meta file up to Badger's
+// generation.
+func (s *Store) check(meta metaState, slot int, haveMeta bool, kept []string) error {
+	var (
+		format             []byte
+		id                 []byte
+		haveState          bool
+		bgen, bcount, recs uint64
+	)
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if format, err = getValue(txn, metaVersion); err != nil {
+			return err
 		}
+		if id, err = getValue(txn, keyID); err != nil {
+			return err
+		}
+		v, err := getValue(txn, keyState)
 		if err != nil {
-			return fmt.Errorf("%w: reading the format version: %v", ErrCorrupt, err)
+			return err
 		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 1 || v[0] != codec.FormatVersion {
-				return fmt.Errorf("%w: store format %v, this build reads %d", ErrVersion, v, codec.FormatVersion)
+		if v != nil {
+			haveState = true
+			if bgen, bcount, err = parseState(v); err != nil {
+				return err
 			}
-			return nil
-		})
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(codec.KeyPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != len(codec.KeyPrefix)+len(engine.KeyID{}) {
+				return fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
+			}
+			recs++
+			s.keys.add(fingerprint(k[len(codec.KeyPrefix):]))
+		}
+		return nil
 	})
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return err
+		}
+		return fmt.Errorf("%w: reading %s: %v", ErrCorrupt, s.dir, err)
+	}
+	if format != nil && (len(format) != 1 || format[0] != codec.FormatVersion) {
+		return fmt.Errorf("%w: store format %v, this build reads %d", ErrVersion, format, codec.FormatVersion)
+	}
+	if id != nil && len(id) != len(s.id) {
+		return fmt.Errorf("%w: m/id of %d bytes", ErrCorrupt, len(id))
+	}
+	accepted := false
+	lost := func(what string, args ...any) error {
+		msg := fmt.Sprintf(what, args...)
+		if files, _ := os.ReadDir(filepath.Join(s.dir, keptDir)); len(files) > 0 {
+			msg += fmt.Sprintf("; %d files that Badger dropped or cut are kept in %s", len(files), filepath.Join(s.dir, keptDir))
+		}
+		if s.opts.acceptLoss {
+			accepted = true
+			s.warn("opening the store as it stands (WithAcceptLoss)", "dir", s.dir, "damage", msg)
+			return nil
+		}
+		return fmt.Errorf("%w: %s: %s", ErrCorrupt, s.dir, msg)
+	}
+	switch {
+	case !haveMeta && haveState:
+		if err := lost("%s is missing, but the store is at generation %d with %d records: its records cannot be checked", metaName, bgen, bcount); err != nil {
+			return err
+		}
+	case haveMeta && id != nil && [16]byte(id) != meta.id:
+		if err := lost("%s belongs to another store (id %x, the store's is %x)", metaName, meta.id[:4], id[:4]); err != nil {
+			return err
+		}
+	case haveMeta && bgen < meta.gen:
+		if err := lost("durable writes lost (MANIFEST, table or write-ahead file damaged or deleted): the store holds %d records at generation %d, %s says %d records at generation %d",
+			recs, bgen, metaName, meta.count, meta.gen); err != nil {
+			return err
+		}
+	case recs < bcount:
+		if err := lost("records lost (MANIFEST or table file damaged): the store holds %d records, its own count says %d (generation %d)", recs, bcount, bgen); err != nil {
+			return err
+		}
+	case haveMeta && recs < meta.count:
+		if err := lost("records lost (MANIFEST or table file damaged): the store holds %d records, %s says %d (generation %d)", recs, metaName, meta.count, meta.gen); err != nil {
+			return err
+		}
+	}
+	s.count = uint64(s.keys.n)
+	switch {
+	case id != nil:
+		s.id = [16]byte(id)
+	case haveMeta:
+		s.id = meta.id
+	default:
+		s.id = newStoreID()
+	}
+	fresh := !haveMeta || !haveState || id == nil || accepted
+	if fresh {
+		// A new store, one written before there was a meta file, or one
+		// accepted as it stands: the meta file first (at generation 0,
+		// which any Badger state satisfies), then Badger's state, then the
+		// meta file again.
+		if s.meta, err = createMeta(s.dir, metaState{id: s.id}); err != nil {
+			return err
+		}
+		s.gen = bgen + 1
+		err := s.db.Update(func(txn *badger.Txn) error {
+			if format == nil {
+				if err := txn.Set(metaVersion, []byte{codec.FormatVersion}); err != nil {
+					return err
+				}
+			}
+			if err := txn.Set(keyID, s.id[:]); err != nil {
+				return err
+			}
+			return txn.Set(keyState, stateValue(s.gen, s.count))
+		})
+		if err != nil {
+			return fmt.Errorf("allot: writing the state of %s: %w", s.dir, err)
+		}
+	} else {
+		s.gen = bgen
+		if s.meta, err = openMeta(s.dir, meta, slot); err != nil {
+			return err
+		}
+	}
+	s.want = metaState{id: s.id, gen: s.gen, count: s.count}
+	if err := s.meta.write(s.want); err != nil {
+		return fmt.Errorf("allot: writing %s: %w", metaName, err)
+	}
+	return nil
+}
+
+// getValue returns the value of key, nil if there is none.
+func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+// metaWriter brings the meta file up to the newest durable state, in the
+// background: Save does not wait for it. Close writes the last state itself.
+func (s *Store) metaWriter() {
+	defer close(s.doneW)
+	for {
+		select {
+		case <-s.metaW:
+		case <-s.stopW:
+			return
+		}
+		s.metaMu.Lock()
+		m := s.want
+		s.metaMu.Unlock()
+		err := s.meta.write(m)
+		s.metaMu.Lock()
+		s.metaE = err
+		s.metaMu.Unlock()
+		if err != nil {
+			s.warn("writing the meta file", "file", metaName, "err", err)
+		}
+	}
 }
 
 // LeaseOptions tells the engine how to use this store (see WithExact and
@@ -152,7 +456,7 @@ func (s *Store) LeaseOptions() engine.LeaseOptions {
 // Load calls fn with every record. It stops at the first record it cannot
 // read, with an error matching ErrCorrupt or ErrVersion.
 func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
-	return s.open(func(db *badger.DB) error {
+	return s.use(func(db *badger.DB) error {
 		return db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte(codec.KeyPrefix)})
 			defer it.Close()
@@ -185,9 +489,9 @@ func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
 	})
 }
 
-// open runs f with the database unless the store is closed (or nil); Close
+// use runs f with the database unless the store is closed (or nil); Close
 // waits for it.
-func (s *Store) open(f func(*badger.DB) error) error {
+func (s *Store) use(f func(*badger.DB) error) error {
 	if s == nil {
 		return ErrClosed
 	}
@@ -199,26 +503,118 @@ func (s *Store) open(f func(*badger.DB) error) error {
 	return f(s.db)
 }
 
-// Save writes recs in one synced transaction: all of them or none.
+// errTest is the failure of FailNextSaveForTest.
+var errTest = errors.New("allot: a failure the test asked for")
+
+// maxValue is Badger's largest value threshold: a record at least this
+// large (or as large as the threshold set) would go to the value log, which
+// the store never uses, and Save refuses it. The largest record (8 limits,
+// names of 64 bytes, long location names) is well under minValue.
+const (
+	maxValue = 1 << 20
+	minValue = 4 << 10
+)
+
+// Save writes recs in one synced transaction: all of them or none. The same
+// transaction moves the store's generation and record count (m/state) on.
 func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
+	if s == nil {
+		return ErrClosed
+	}
 	vals := make([][]byte, len(recs))
 	for i, r := range recs {
 		v, err := codec.Encode(r)
 		if err != nil {
 			return err
 		}
+		if int64(len(v)) >= s.valueMax {
+			return fmt.Errorf("%w: a record of %d bytes", ErrUnsupported, len(v))
+		}
 		vals[i] = v
 	}
-	return s.open(func(db *badger.DB) error {
-		return db.Update(func(txn *badger.Txn) error {
-			for i, r := range recs {
-				if err := txn.Set(codec.Key(r.ID), vals[i]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	return s.use(func(db *badger.DB) error {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		return s.save(db, recs, vals)
 	})
+}
+
+// save is Save under s.wmu.
+func (s *Store) save(db *badger.DB, recs []engine.Record, vals [][]byte) error {
+	// New keys go into the set now; if the transaction fails they stay in
+	// it as uncertain (they may have landed), and the next Save looks them
+	// up.
+	var added map[uint64]engine.KeyID
+	for _, r := range recs {
+		if fp := fingerprint(r.ID[:]); s.keys.add(fp) {
+			if added == nil {
+				added = make(map[uint64]engine.KeyID)
+			}
+			added[fp] = r.ID
+		}
+	}
+	var inBatch map[uint64]bool
+	if len(s.uncertain) > 0 {
+		inBatch = make(map[uint64]bool, len(recs))
+		for _, r := range recs {
+			inBatch[fingerprint(r.ID[:])] = true
+		}
+	}
+	var count uint64
+	var absent []uint64
+	err := db.Update(func(txn *badger.Txn) error {
+		count, absent = s.count+uint64(len(added)), absent[:0]
+		for fp, id := range s.uncertain {
+			if inBatch[fp] {
+				count++ // written now: counted once, here
+				continue
+			}
+			_, err := txn.Get(codec.Key(id))
+			switch {
+			case err == nil:
+				count++
+			case errors.Is(err, badger.ErrKeyNotFound):
+				absent = append(absent, fp)
+			default:
+				return err
+			}
+		}
+		for i, r := range recs {
+			if err := txn.Set(codec.Key(r.ID), vals[i]); err != nil {
+				return err
+			}
+		}
+		if s.failNext == 1 {
+			return errTest
+		}
+		return txn.Set(keyState, stateValue(s.gen+1, count))
+	})
+	if err == nil && s.failNext == 2 {
+		err = errTest
+	}
+	s.failNext = 0
+	if err != nil {
+		if s.uncertain == nil {
+			s.uncertain = make(map[uint64]engine.KeyID)
+		}
+		for fp, id := range added {
+			s.uncertain[fp] = id
+		}
+		return err
+	}
+	for _, fp := range absent {
+		s.keys.remove(fp)
+	}
+	clear(s.uncertain)
+	s.gen, s.count = s.gen+1, count
+	s.metaMu.Lock()
+	s.want = metaState{id: s.id, gen: s.gen, count: s.count}
+	s.metaMu.Unlock()
+	select {
+	case s.metaW <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // Close closes the database. It is idempotent: later calls return nil.
@@ -232,7 +628,26 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.close = true
-	return s.db.Close()
+	close(s.stopW)
+	<-s.doneW
+	// Every Save has returned: the meta file takes the last state, then
+	// Badger closes (its Close writes no new state).
+	err := s.meta.write(s.want)
+	if err != nil {
+		err = fmt.Errorf("allot: writing %s: %w", metaName, err)
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	s.release()
+	return err
+}
+
+// warn logs what the store itself has to say.
+func (s *Store) warn(msg string, args ...any) {
+	if s.opts.logger != nil {
+		s.opts.logger.Warn("allot: "+msg, append(args, "component", "allot/persist")...)
+	}
 }
 
 // logger adapts Badger's logging to slog; without a slog.Logger it drops

@@ -2,7 +2,9 @@ package persist
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -13,6 +15,39 @@ import (
 	"github.com/dgraph-io/badger/v4/y"
 )
 
+// manifest is what readManifest found of Badger's MANIFEST.
+type manifest struct {
+	exists bool
+	ok     bool // it could be read (Badger's Open reports why not)
+	tables map[uint64]bool
+	torn   bool // it ends in a partial change set, which Badger cuts off
+}
+
+// readManifest reads Badger's MANIFEST in dir, as Badger's Open will.
+func readManifest(dir string, bo badger.Options) (manifest, error) {
+	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return manifest{}, nil
+	}
+	if err != nil {
+		return manifest{}, fmt.Errorf("allot: reading the MANIFEST: %w", err)
+	}
+	defer f.Close()
+	m, end, err := badger.ReplayManifestFile(f, bo.ExternalMagicVersion, bo)
+	if err != nil {
+		return manifest{exists: true}, nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return manifest{}, fmt.Errorf("allot: reading the MANIFEST: %w", err)
+	}
+	mf := manifest{exists: true, ok: true, tables: map[uint64]bool{}, torn: end < fi.Size()}
+	for id := range m.Tables {
+		mf.tables[id] = true
+	}
+	return mf, nil
+}
+
 // checkTables reads the footer of every table file in dir and checks what
 // Badger would otherwise trust at Open: the checksum of the table's index,
 // and that every block the index names lies inside the file. Badger opens
@@ -22,23 +57,66 @@ import (
 // Only tables the MANIFEST lists are checked: Badger deletes the others (a
 // crash in the middle of a flush leaves such orphans, empty or half written).
 // If the MANIFEST itself cannot be read, Badger's Open reports it.
-func checkTables(dir string, bo badger.Options) error {
-	mf, err := os.Open(filepath.Join(dir, "MANIFEST"))
-	if err != nil {
-		return nil // a new store, or Badger's Open will say what is wrong
-	}
-	m, _, err := badger.ReplayManifestFile(mf, bo.ExternalMagicVersion, bo)
-	_ = mf.Close()
-	if err != nil {
-		return nil
-	}
-	for id := range m.Tables {
+func checkTables(dir string, mf manifest) error {
+	for id := range mf.tables {
 		f := table.NewFilename(id, dir)
 		if err := checkTable(f); err != nil {
 			return fmt.Errorf("%w: table %s: %v", ErrCorrupt, filepath.Base(f), err)
 		}
 	}
 	return nil
+}
+
+// keepOrphans hard-links into dir/allot-kept every table file that the
+// MANIFEST does not list, and copies a MANIFEST that ends in a partial change
+// set: Badger's Open deletes the one and cuts the other. After a crash they
+// are leftovers (a flush or compaction that did not finish) and Open removes
+// the copies again; after damage to the MANIFEST they are what the store
+// lost, and a refused Open leaves them there. Without a MANIFEST, every
+// table is an orphan. It returns the paths made.
+func keepOrphans(dir string, mf manifest) ([]string, error) {
+	if mf.exists && !mf.ok {
+		return nil, nil // Badger's Open fails, and touches nothing
+	}
+	var orphans []string
+	files, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	for _, f := range files {
+		var id uint64
+		if n, err := fmt.Sscanf(filepath.Base(f), "%06d.sst", &id); n != 1 || err != nil || mf.tables[id] {
+			continue
+		}
+		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
+			orphans = append(orphans, f)
+		}
+	}
+	if len(orphans) == 0 && !mf.torn {
+		return nil, nil
+	}
+	keep := filepath.Join(dir, keptDir)
+	if err := os.MkdirAll(keep, 0o700); err != nil {
+		return nil, fmt.Errorf("allot: keeping table files: %w", err)
+	}
+	var made []string
+	for _, f := range orphans {
+		to := filepath.Join(keep, filepath.Base(f))
+		if err := os.Link(f, to); err != nil && !errors.Is(err, fs.ErrExist) {
+			return made, fmt.Errorf("allot: keeping %s: %w", filepath.Base(f), err)
+		}
+		made = append(made, to)
+	}
+	if mf.torn {
+		b, err := os.ReadFile(filepath.Join(dir, "MANIFEST"))
+		if err == nil {
+			to := filepath.Join(keep, "MANIFEST")
+			if err = writeSynced(to, b); err == nil {
+				made = append(made, to)
+			}
+		}
+		if err != nil {
+			return made, fmt.Errorf("allot: keeping the MANIFEST: %w", err)
+		}
+	}
+	return made, nil
 }
 
 func checkTable(path string) (err error) {
