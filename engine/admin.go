@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -10,11 +11,14 @@ import (
 	"github.com/allot-go/allot/shard"
 )
 
-// beginAdmin starts an administrative call: it fails after Close, and keeps
-// Close waiting until endAdmin.
-func (e *Engine) beginAdmin(key string) error {
+// beginAdmin starts an administrative call: it fails after Close or with a
+// context already done, and keeps Close waiting until endAdmin.
+func (e *Engine) beginAdmin(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("allot: %w", err)
 	}
 	e.admin.RLock()
 	if e.closed.Load() {
@@ -69,18 +73,32 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 }
 
 // save makes the records of entries not published yet (or sealed) durable,
-// if there is a Store: keys[i] is the key of ents[i].
-func (e *Engine) save(keys []string, ents ...*entry) error {
+// if there is a Store: keys[i] is the key of ents[i]. If ctx ends before a
+// round has handed the records to the store, they are taken back and save
+// returns ctx's error: nothing was written. Once they are with the store,
+// save waits for the outcome, so that a change that may land is never
+// reported as not made.
+func (e *Engine) save(ctx context.Context, keys []string, ents ...*entry) error {
 	if e.c == nil {
 		return nil
 	}
-	recs := make([]Record, len(ents))
+	w := &pendingWrite{recs: make([]Record, len(ents))}
 	for i, ent := range ents {
-		recs[i] = recordOf(ent, idOfKey(keys[i]), e.leased)
+		w.recs[i] = recordOf(ent, idOfKey(keys[i]), e.leased)
 	}
-	b := e.c.write(recs)
-	<-b.done // not ctx: a write that may still land must not be reported as not done
+	b := e.c.write(w)
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		if e.c.cancel(w) {
+			return fmt.Errorf("allot: waiting for the store: %w", ctx.Err())
+		}
+		<-b.done
+	}
 	if b.err != nil {
+		if errors.Is(b.err, ErrClosed) {
+			return ErrClosed
+		}
 		return fmt.Errorf("%w: %w", ErrStore, b.err)
 	}
 	return nil
@@ -94,7 +112,7 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 	if err != nil {
 		return err
 	}
-	if err := e.beginAdmin(key); err != nil {
+	if err := e.beginAdmin(ctx, key); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -116,7 +134,7 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 		vals[i] = l.initial(now)
 	}
 	ent := e.newEntry(&keyState{plan: e.intern(specs)}, false, vals, now)
-	if err := e.save([]string{key}, &ent); err != nil {
+	if err := e.save(ctx, []string{key}, &ent); err != nil {
 		return err
 	}
 	e.m.Store(key, ent)
@@ -127,8 +145,13 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 // with Reason Revoked; with a Store, this holds across restarts. Revoking
 // the key a key was rotated to also ends the old key's grace. Revoking a
 // revoked key does nothing.
+//
+// A context already done changes nothing. The revocation takes effect in
+// memory before it is written: if ctx ends or the store fails while Revoke
+// waits for the write, Revoke returns that error, and the key is revoked in
+// this process all the same (call Revoke again to make it durable).
 func (e *Engine) Revoke(ctx context.Context, key string) error {
-	if err := e.beginAdmin(key); err != nil {
+	if err := e.beginAdmin(ctx, key); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -156,7 +179,11 @@ func (e *Engine) Revoke(ctx context.Context, key string) error {
 		return nil
 	}
 	b := e.c.request(ent, 0)
-	<-b.done
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return fmt.Errorf("allot: revoked in memory, waiting for the store: %w", ctx.Err())
+	}
 	if b.err != nil {
 		return fmt.Errorf("%w: revoke: %w", ErrStore, b.err)
 	}
@@ -197,8 +224,8 @@ func unseal(ent *entry) {
 // change replaces key's entry with the result of f, which receives the
 // current entry's revoked flag and values. f returns the new keyState and
 // values, or an error, in which case nothing changes.
-func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []uint64, now int64) (*keyState, []uint64, error)) error {
-	if err := e.beginAdmin(key); err != nil {
+func (e *Engine) change(ctx context.Context, key, op string, f func(ent *entry, revoked bool, vals []uint64, now int64) (*keyState, []uint64, error)) error {
+	if err := e.beginAdmin(ctx, key); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -224,7 +251,7 @@ func (e *Engine) change(key, op string, f func(ent *entry, revoked bool, vals []
 			st.origin = ent.st.origin // limits kept (TopUp)
 		}
 		ne := e.newEntry(st, revoked, nvals, now)
-		if err = e.save([]string{key}, &ne); err == nil {
+		if err = e.save(ctx, []string{key}, &ne); err == nil {
 			e.m.Store(key, ne)
 			return nil
 		}
@@ -245,7 +272,7 @@ func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) err
 	if err != nil {
 		return err
 	}
-	return e.change(key, "set limits", func(ent *entry, _ bool, vals []uint64, now int64) (*keyState, []uint64, error) {
+	return e.change(ctx, key, "set limits", func(ent *entry, _ bool, vals []uint64, now int64) (*keyState, []uint64, error) {
 		old := ent.st.limits()
 		nvals := make([]uint64, len(specs))
 		for i := range specs {
@@ -270,7 +297,7 @@ func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
 	if err := checkAmount(n); err != nil {
 		return err
 	}
-	return e.change(key, "top up", func(ent *entry, _ bool, vals []uint64, _ int64) (*keyState, []uint64, error) {
+	return e.change(ctx, key, "top up", func(ent *entry, _ bool, vals []uint64, _ int64) (*keyState, []uint64, error) {
 		specs := append([]spec(nil), ent.st.limits()...)
 		nvals := append([]uint64(nil), vals...)
 		found := false
@@ -311,7 +338,7 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	if oldKey == newKey {
 		return fmt.Errorf("%w: rotate to the same key", ErrKeyExists)
 	}
-	if err := e.beginAdmin(oldKey); err != nil {
+	if err := e.beginAdmin(ctx, oldKey); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -365,7 +392,7 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	ne := e.newEntry(nst, false, vals, now)
 	ast := &keyState{alias: &alias{target: newKey, targetID: IDOf(newKey), deadline: deadline}}
 	ae := e.newEntry(ast, grace == 0, nil, now)
-	if err := e.save([]string{newKey, oldKey}, &ne, &ae); err != nil {
+	if err := e.save(ctx, []string{newKey, oldKey}, &ne, &ae); err != nil {
 		unseal(oe)
 		return err
 	}

@@ -56,9 +56,9 @@ type committer struct {
 	opts LeaseOptions
 
 	mu       sync.Mutex
-	pending  []*entry // live entries to write (reservations, revocations, exact grants)
-	explicit []Record // records of entries not yet published (administrative changes)
-	cur      *batch   // the round the next request joins
+	pending  []*entry        // live entries to write (reservations, revocations, exact grants)
+	explicit []*pendingWrite // records of entries not yet published (administrative changes)
+	cur      *batch          // the round the next request joins
 	closed   bool
 	wake     chan struct{}
 	stop     chan struct{}
@@ -114,9 +114,26 @@ func (c *committer) ask(ent *entry) {
 	}
 }
 
+// pendingWrite is the records of one administrative call, written whole.
+type pendingWrite struct{ recs []Record }
+
 // write queues records built by an administrative call.
-func (c *committer) write(recs []Record) *batch {
-	return c.enqueue(func() { c.explicit = append(c.explicit, recs...) })
+func (c *committer) write(w *pendingWrite) *batch {
+	return c.enqueue(func() { c.explicit = append(c.explicit, w) })
+}
+
+// cancel takes w out of the queue if no round has taken it yet, and reports
+// whether it did: then w will never reach the store.
+func (c *committer) cancel(w *pendingWrite) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, x := range c.explicit {
+		if x == w {
+			c.explicit = append(c.explicit[:i], c.explicit[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // enqueue runs add under the committer's mutex, wakes the committer and
@@ -199,7 +216,10 @@ func (c *committer) round(last bool) {
 		b.err = c.e.clockErr()
 		return
 	}
-	recs := expl
+	var recs []Record
+	for _, w := range expl {
+		recs = append(recs, w.recs...)
+	}
 	raises := make([]raise, 0, len(pend))
 	for i, ent := range pend {
 		rec, r, ok := c.build(ent, wants[i], now)

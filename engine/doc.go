@@ -10,6 +10,25 @@
 // Every error matches one of the sentinels in errors.go with errors.Is, or
 // wraps ctx.Err(). All methods are safe for concurrent use.
 //
+// # Contexts
+//
+// Every administrative call (Register, Revoke, Rotate, TopUp, SetLimits,
+// RevokeAndWait) and Refund honours its ctx: one already done makes the
+// call return at once with an error matching ctx.Err() and change nothing.
+// If ctx ends while the call's write waits for the store, the write is
+// taken back if no round has handed it to the store yet, and the call
+// returns ctx's error having changed nothing; once the store has it, the
+// call waits for the outcome, so that a change that may land is never
+// reported as not made. Revoke is the exception that keeps its promise: the
+// revocation takes effect in memory before the write, and stays.
+//
+// Consume and Admit decide without looking at ctx on the path where they
+// never wait (the hot path stays a lookup and a CAS). They stop waiting when
+// ctx ends: for a reservation (nothing was taken yet) or, in exact mode, for
+// their grant to be durable (the grant is then given back before they
+// return). A Consume or Admit that returns an error has taken nothing.
+// Status never waits for the store.
+//
 // # Design note: the engine's invariants
 //
 // Each invariant below is stated once, with the test that guards it. Change

@@ -285,12 +285,14 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			q := ent.quota()
 			nw := w + uint64(n)
 			if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+				d := Decision{Allowed: true, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}
 				if nw > atomic.LoadUint64(&ent.lease.soft) || e.exact {
 					if err := e.granted(ctx, ent); err != nil {
+						e.takeBack(key, d)
 						return Decision{}, err
 					}
 				}
-				return Decision{Allowed: true, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, nil
+				return d, nil
 			}
 			if w&flagBits == 0 && nw > uint64(q) {
 				// Exhausted: a denial changes nothing, so the load decides.
@@ -305,6 +307,7 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			if d.Allowed && e.exact {
 				if o := e.owner(ent); o != nil {
 					if err := e.wait(ctx, e.c.request(o, 0)); err != nil {
+						e.takeBack(key, d)
 						return Decision{}, err
 					}
 				}
@@ -322,6 +325,33 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 				}
 			}
 		}
+	}
+}
+
+// takeBack undoes grant d of key, in exact mode, when Consume returns an
+// error after its CAS (ctx ended or the store failed while it waited for the
+// grant to be durable): a call that reports failure has taken nothing. The
+// refund asks for the key's record, so the next round writes it back.
+func (e *Engine) takeBack(key string, d Decision) {
+	for range maxHops {
+		ent := e.m.Load(key)
+		if ent == nil {
+			return
+		}
+		if ent.kind() == 0 {
+			k, t := e.resolve(ent.st.alias)
+			if t == nil {
+				return
+			}
+			key, ent = k, t
+		}
+		if d.st == nil || d.st.origin != ent.st.origin {
+			return // the limits changed since: what was spent carried over
+		}
+		if e.refund(ent, d.n, d.at) != sealed || e.closed.Load() {
+			return
+		}
+		e.waitReplaced(key)
 	}
 }
 
@@ -755,7 +785,9 @@ func (e *Engine) find(key string) (*entry, error) {
 	return e.promote(key), nil
 }
 
-// Status returns key's state without consuming.
+// Status returns key's state without consuming. It never waits for the
+// store: during an administrative change of key it reports the state before
+// the change.
 func (e *Engine) Status(key string) (Status, error) {
 	s, err := e.status(nil, key)
 	if err == nil && s.Limits == nil {
@@ -782,47 +814,44 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 	if err := checkKey(key); err != nil {
 		return Status{}, err
 	}
-	for {
-		ent, err := e.find(key)
-		if err != nil {
-			return Status{}, err
-		}
-		if ent == nil {
-			return Status{}, fmt.Errorf("%w: status", ErrUnknownKey)
-		}
-		var s Status
-		now := e.now()
-		if now < 0 {
-			return Status{}, e.clockErr()
-		}
-		if ent.kind() == 0 {
-			a := ent.st.alias
-			s.RotatedOut, s.GraceUntil = true, time.Unix(0, a.deadline)
-			s.Revoked = !e.alive(ent, now)
-			if key, ent = e.resolve(a); ent == nil {
-				s.Revoked = true
-				s.Limits = dst
-				return s, nil
-			}
-		}
-		var vals [MaxLimits]uint64
-		revoked, ok := snapshot(ent, &vals)
-		if !ok {
-			if e.closed.Load() {
-				return Status{}, ErrClosed // Close seals every key for good
-			}
-			e.waitReplaced(key)
-			continue
-		}
-		s.Revoked = s.Revoked || revoked
-		for i := range ent.st.limits() {
-			l := ent.st.limits()[i].lim()
-			r := l.peek(vals[i], now)
-			dst = append(dst, LimitStatus{Limit: ent.st.limits()[i].Limit, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)})
-		}
-		s.Limits = dst
-		return s, nil
+	ent, err := e.find(key)
+	if err != nil {
+		return Status{}, err
 	}
+	if ent == nil {
+		return Status{}, fmt.Errorf("%w: status", ErrUnknownKey)
+	}
+	var s Status
+	now := e.now()
+	if now < 0 {
+		return Status{}, e.clockErr()
+	}
+	if ent.kind() == 0 {
+		a := ent.st.alias
+		s.RotatedOut, s.GraceUntil = true, time.Unix(0, a.deadline)
+		s.Revoked = !e.alive(ent, now)
+		if _, ent = e.resolve(a); ent == nil {
+			s.Revoked = true
+			s.Limits = dst
+			return s, nil
+		}
+	}
+	var vals [MaxLimits]uint64
+	revoked, ok := snapshot(ent, &vals)
+	if !ok && e.closed.Load() {
+		return Status{}, ErrClosed // Close seals every key for good
+	}
+	// A sealed entry holds its final values: the change that sealed it
+	// has not taken effect yet, so reading them is linearizable, and
+	// Status never waits behind the change's write to the store.
+	s.Revoked = s.Revoked || revoked
+	for i := range ent.st.limits() {
+		l := ent.st.limits()[i].lim()
+		r := l.peek(vals[i], now)
+		dst = append(dst, LimitStatus{Limit: ent.st.limits()[i].Limit, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)})
+	}
+	s.Limits = dst
+	return s, nil
 }
 
 // snapshot reads ent's flag and values consistently into vals; ok is false

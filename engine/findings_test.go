@@ -169,3 +169,31 @@ var _ = errors.Is
 func refundGrant(eng *engine.Engine, key string, d engine.Decision, n int64) error {
 	return eng.Refund(ctx, key, d, n)
 }
+
+// Finding 2 across a crash: a window shrunk below what it used must not
+// reserve below that count, or a restart would forget the units above the
+// new quota.
+func TestFindingShrunkLimitSurvivesCrash(t *testing.T) {
+	for name, ls := range map[string][2]engine.Limit{
+		"window":  {engine.PerWindow(10, time.Hour), engine.PerWindow(3, time.Hour)},
+		"credits": {engine.Credits(10), engine.Credits(3)},
+		"rate":    {engine.Rate(1, time.Hour, 10), engine.Rate(1, time.Hour, 3)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			clk := newClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
+			st := newMemStore()
+			lo := engine.LeaseOptions{MinChunk: 2, MaxChunk: 2}
+			eng, err := engine.New(engine.WithStore(st), engine.WithClock(clk.Now), engine.WithLease(lo))
+			require.NoError(t, err)
+			defer eng.Close()
+			require.NoError(t, eng.Register(ctx, "k", ls[0]))
+			require.Equal(t, int64(8), hammer(t, eng, "k", 1, 8))
+			require.NoError(t, eng.SetLimits(ctx, "k", ls[1]))
+			re, err := engine.New(engine.WithStore(st.clone()), engine.WithClock(clk.Now), engine.WithLease(lo))
+			require.NoError(t, err)
+			defer re.Close()
+			require.NoError(t, re.SetLimits(ctx, "k", ls[0]))
+			require.LessOrEqual(t, hammer(t, re, "k", 1, 10), int64(2), "8 of 10 were spent before the crash")
+		})
+	}
+}

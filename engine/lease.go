@@ -85,7 +85,10 @@ func (l *lim) reserve(v uint64, old uint64, chunk, now int64) leasePair {
 		return leasePair{hard: hard, soft: hard - min(hard, uint64(span/2))}
 	}
 	used, tag, _ := l.window(v, now)
-	top := min(used+chunk, l.quota)
+	top := max(used, min(used+chunk, l.quota)) // never below what is used: a shrunk quota
+	if top > int64(usedMask) {
+		top = int64(usedMask)
+	}
 	if old>>tagShift&tagMask == tag && old != noLease {
 		top = max(top, int64(old&usedMask))
 	}
