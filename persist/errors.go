@@ -8,6 +8,8 @@ import (
 
 // Sentinel errors of package persist. Errors from the store reach engine
 // callers wrapped in engine.ErrStore, and still match these with errors.Is.
+// Errors of Save never mean that a record was half written: a Save lands
+// whole or not at all, and one that failed may still have landed.
 var (
 	// ErrLocked is returned by Open when another process (or another Open
 	// in this one) holds the directory.
@@ -23,4 +25,10 @@ var (
 	ErrUnsupported = codec.ErrUnsupported
 	// ErrClosed is returned by calls after Close.
 	ErrClosed = errors.New("allot: store closed")
+
+	// ErrNoSpace reports a filesystem with less free space than the store
+	// needs to write safely (see WithFreeSpaceReserve). Open and Close
+	// refuse, and Save writes nothing, until there is room again; then the
+	// store goes on by itself.
+	ErrNoSpace = errors.New("allot: not enough free space for the store")
 )
