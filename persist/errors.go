@@ -31,4 +31,17 @@ var (
 	// refuse, and Save writes nothing, until there is room again; then the
 	// store goes on by itself.
 	ErrNoSpace = errors.New("allot: not enough free space for the store")
+	// ErrUnwritable reports a store directory that cannot be written (a
+	// read-only mount, permissions, an immutable flag). Save writes nothing
+	// until it can be written again; then the store goes on by itself.
+	ErrUnwritable = errors.New("allot: store directory cannot be written")
+	// ErrRemoved reports a store directory that was removed or replaced
+	// (or whose files were deleted) while the store was open. The store's
+	// records went with it: every later Save fails, and Close leaves
+	// Badger's files alone. Restore the directory and open it again.
+	ErrRemoved = errors.New("allot: store directory was removed")
+	// ErrFailed reports that Badger failed a write in a way it does not
+	// recover from (it lost its memtable, and its next write would end the
+	// process): every later Save fails. Close the store and open it again.
+	ErrFailed = errors.New("allot: store failed")
 )

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Faults of the disk under a running engine: a full filesystem. Each scenario runs in a child
+// Faults of the disk under a running engine: a full filesystem, a data
+// directory removed or made read-only. Each scenario runs in a child
 // process, so that a fault that ends the process (SIGBUS from a write
 // through Badger's memory maps, log.Fatal from Badger's assertions) is a
 // failure of the test, not the end of the test binary. What each must show:
@@ -193,6 +195,10 @@ func TestFaultChild(t *testing.T) {
 	switch mode {
 	case "full":
 		fullDiskChild(t, dir)
+	case "removed", "emptied", "readonly":
+		directoryChild(t, dir, mode)
+	case "memtable":
+		memtableChild(t, dir)
 	default:
 		t.Fatalf("mode %q", mode)
 	}
@@ -407,4 +413,162 @@ func fullDiskFallback(t *testing.T) {
 	w.noBad()
 	require.NoError(t, eng.Close())
 	checkGrants(t, dir, granted, start)
+}
+
+// A data directory removed, or made read-only, under a running engine.
+// Before: removal went unnoticed (writes landed in unlinked files), and the
+// first write that needed a new memtable failed, after which the next one
+// ended the process (log.Fatal in Badger). Now every write fails with
+// ErrStore at once, nothing is granted beyond durable reservations, and a
+// read-only directory that becomes writable again is written again.
+func TestDirectoryRemoved(t *testing.T) {
+	for _, mode := range []string{"removed", "emptied"} { // the directory, or its files
+		t.Run(mode, func(t *testing.T) { runFault(t, mode, filepath.Join(t.TempDir(), "store")) })
+	}
+}
+
+func TestDirectoryReadOnly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	lines := runFault(t, "readonly", dir)
+	for _, l := range lines {
+		if strings.HasPrefix(l, "skip ") {
+			t.Skip(l)
+		}
+	}
+}
+
+// makeReadOnly makes dir read-only for this process and returns the undo.
+// Root ignores permissions: a read-only bind mount of dir on itself does
+// it then (chattr +i where mount is refused). Without root, chmod.
+func makeReadOnly(dir string) (undo func() error, how string, err error) {
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(dir, 0o500); err != nil {
+			return nil, "", err
+		}
+		return func() error { return os.Chmod(dir, 0o700) }, "chmod 0500", nil
+	}
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err == nil {
+		if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
+			_ = syscall.Unmount(dir, 0)
+			return nil, "", err
+		}
+		return func() error { return syscall.Unmount(dir, syscall.MNT_DETACH) }, "a read-only bind mount", nil
+	}
+	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("neither a bind mount nor chattr +i: %v %s", err, out)
+	}
+	return func() error { return exec.Command("chattr", "-i", dir).Run() }, "chattr +i", nil
+}
+
+// directoryChild removes the store's directory, or makes it read-only,
+// under a running engine.
+func directoryChild(t *testing.T, dir, mode string) {
+	start := time.Now()
+	st, err := persist.Open(dir, small)
+	require.NoError(t, err)
+	eng, err := engine.New(engine.WithStore(st))
+	require.NoError(t, err)
+	registerFaultKeys(t, eng)
+	w := newWorkload(t, eng)
+	granted := func(i int) int64 { return w.granted[i].Load() + 1 }
+	w.consume()
+	for i := range 10 {
+		require.NoError(t, w.admin(i))
+	}
+	w.pause()
+	require.NoError(t, w.admin(0)) // its round comes after every reservation the consumers asked for
+	// A copy of the store as it is when the fault comes: every grant after
+	// it must come from reservations durable before.
+	before := t.TempDir()
+	require.NoError(t, os.CopyFS(before, os.DirFS(dir)))
+
+	var undo func() error
+	switch mode {
+	case "removed":
+		require.NoError(t, os.RemoveAll(dir))
+	case "emptied":
+		files, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		for _, f := range files {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, f.Name())))
+		}
+	case "readonly":
+		var how string
+		if undo, how, err = makeReadOnly(dir); err != nil {
+			fmt.Printf("skip cannot make a directory read-only here: %v\n", err)
+			return
+		}
+		say("read-only by %s", how)
+	}
+	w.consume()
+	failures := 0
+	for i := range 200 { // far more than the first write that needs a new memtable
+		if w.admin(i) != nil {
+			failures++
+		}
+	}
+	w.pause()
+	w.noBad()
+	require.Equal(t, 200, failures, "every administrative call fails once the directory is %s", mode)
+	checkGrants(t, before, granted, start, small)
+	say("directory %s: %d calls failed with ErrStore, 0 otherwise, no crash; no grant beyond what was durable before", mode, w.errs.Load())
+
+	if mode != "readonly" {
+		require.ErrorIs(t, eng.Close(), engine.ErrStore, "Close returns (and leaves Badger's vanished files alone)")
+		return
+	}
+	// Writable again: service resumes without a restart, and a reopen
+	// shows every acknowledged call and no over-grant.
+	require.NoError(t, undo())
+	w.consume()
+	for i := range 10 {
+		require.NoError(t, w.admin(i), "writable again")
+	}
+	w.pause()
+	w.noBad()
+	require.NoError(t, eng.Close())
+	checkGrants(t, dir, granted, start, small)
+	say("writable again: service resumed without a restart; reopened with no over-grant")
+}
+
+// When Badger itself fails a write that needed a new memtable, it is left
+// without one, and its next write would end the process. With the
+// directory checks off (as when the fault comes between the check and the
+// write), the store notices the lost memtable and fails closed.
+func TestBadgerFailureFailsClosed(t *testing.T) {
+	runFault(t, "memtable", filepath.Join(t.TempDir(), "store"))
+}
+
+func memtableChild(t *testing.T, dir string) {
+	st, err := persist.Open(dir, small)
+	require.NoError(t, err)
+	eng, err := engine.New(engine.WithStore(st))
+	require.NoError(t, err)
+	registerFaultKeys(t, eng)
+	st.SkipGuardForTest()
+	require.NoError(t, os.RemoveAll(dir))
+	// Registrations land in the unlinked write-ahead file until it is full;
+	// the write that needs the next one fails, and every later one fails
+	// without reaching Badger.
+	var big []engine.Limit // records of about 700 bytes: the write-ahead file fills sooner
+	for i := range engine.MaxLimits {
+		big = append(big, engine.Credits(int64(i+1)).Named(fmt.Sprintf("%02d%s", i, strings.Repeat("n", 60))))
+	}
+	var first int
+	for i := 0; ; i++ {
+		err := eng.Register(ctx, "k"+strconv.Itoa(i), big...)
+		if err != nil {
+			require.ErrorIs(t, err, engine.ErrStore)
+			first = i
+			break
+		}
+		require.Less(t, i, 100_000, "a write-ahead file of 512 KiB fills long before")
+	}
+	for i := range 50 {
+		err := eng.Revoke(ctx, faultKey(i%len(faultLimits)))
+		require.ErrorIs(t, err, engine.ErrStore)
+		require.ErrorIs(t, err, persist.ErrFailed)
+	}
+	say("Badger lost its memtable at registration %d; 50 revocations after it failed with ErrFailed, no exit", first)
+	require.Error(t, eng.Close())
 }

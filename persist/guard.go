@@ -13,19 +13,32 @@ import (
 // The guard: what Save checks before it lets Badger write, because some of
 // Badger's failures cannot be caught once they happen.
 //
-// Badger writes its write-ahead file (.mem) and its tables through memory
-// maps of files it creates sparse. On a full filesystem, a page the
-// filesystem cannot back raises SIGBUS, which ends the process (no Go code
-// can recover it). So the store preallocates each write-ahead file
-// (fallocate) as soon as it appears, and refuses writes while the free
-// space is below a reserve that covers the next write-ahead file, the flush
-// of the current one into a table, and compactions (WithFreeSpaceReserve).
-// Open refuses a filesystem without room for the write-ahead file and the
-// reserve.
+//   - Badger writes its write-ahead file (.mem) and its tables through
+//     memory maps of files it creates sparse. On a full filesystem, a page
+//     the filesystem cannot back raises SIGBUS, which ends the process (no
+//     Go code can recover it). So the store preallocates each write-ahead
+//     file (fallocate) as soon as it appears, and refuses writes while the
+//     free space is below a reserve that covers the next write-ahead file,
+//     the flush of the current one into a table, and compactions
+//     (WithFreeSpaceReserve). Open refuses a filesystem without room for the
+//     write-ahead file and the reserve.
+//   - After a write that failed to create the next memtable, Badger has no
+//     memtable, and its next write calls log.Fatal (y.AssertTrue). So after
+//     any failed write the store looks before writing again: a read that
+//     finds no memtable panics, and the store then fails for good
+//     (ErrFailed) until it is reopened.
+//   - A directory removed or replaced under the store is noticed (the held
+//     directory's link count drops to zero, or the path names another
+//     directory; the meta file's link count drops to zero, or the current
+//     write-ahead file is missing, when the files are deleted), as is a
+//     directory that cannot be written (read-only mount, permissions,
+//     immutable flag: access(2)). A single table file deleted is not seen
+//     until the next Open (which refuses the store).
 //
 // None of these checks touches the disk: a few system calls per Save
-// (fstatfs, and a stat for the next write-ahead file), some microseconds
-// against the milliseconds of the synced write.
+// (two fstat, two stat, access, fstatfs, and a stat for the next
+// write-ahead file), some microseconds against the milliseconds of the
+// synced write.
 
 // guard is the state the checks keep; the Store's wmu guards it.
 type guard struct {
@@ -38,6 +51,13 @@ type guard struct {
 	walFid      int   // the newest write-ahead file known
 	walBacked   bool  // it is preallocated
 	noFallocate bool  // the filesystem cannot preallocate: the reserve alone protects
+
+	// badgerErr is the last error of a Badger write: until a look shows
+	// that Badger still has a memtable, no write goes to it.
+	badgerErr error
+	// failed and gone are for good: Badger lost its memtable, or the
+	// directory was removed or replaced.
+	failed, gone error
 }
 
 // needReserve returns the free space below which writes are refused.
@@ -154,10 +174,74 @@ func (g *guard) free() (bytes int64, inodes uint64, err error) {
 	return int64(s.Bavail) * int64(s.Bsize), inodes, nil
 }
 
-// checkRoom says whether Badger can write without faulting: the
-// write-ahead file preallocated, the reserve free. It never touches the
-// disk.
+// check says whether Badger may write now. It never touches the disk.
+func (g *guard) check(dir string, meta *os.File, db *badger.DB, onlyBadger bool) error {
+	if g.failed != nil {
+		return g.failed
+	}
+	if !onlyBadger {
+		if err := g.checkDir(dir, meta); err != nil {
+			return err
+		}
+		if err := g.checkRoom(dir); err != nil {
+			return err
+		}
+	}
+	if g.badgerErr != nil {
+		if memtableLost(db) {
+			g.failed = fmt.Errorf("%w: Badger lost its memtable after a failed write (%v); its next write would end the process: reopen the store", ErrFailed, g.badgerErr)
+			return g.failed
+		}
+		g.badgerErr = nil
+	}
+	return nil
+}
+
+// checkDir notices a directory that was removed or replaced, or whose
+// files were deleted (the meta file's link count is then zero).
+func (g *guard) checkDir(dir string, meta *os.File) error {
+	if g.gone != nil {
+		return g.gone
+	}
+	var st syscall.Stat_t
+	switch err := syscall.Fstat(int(g.dirf.Fd()), &st); {
+	case err != nil:
+		return fmt.Errorf("allot: checking %s: %w", dir, err)
+	case st.Nlink == 0:
+		g.gone = fmt.Errorf("%w: %s was removed; the store's records went with it (nothing more is written; restore the directory and reopen)", ErrRemoved, dir)
+		return g.gone
+	}
+	switch err := syscall.Stat(dir, &st); {
+	case errors.Is(err, syscall.ENOENT):
+		g.gone = fmt.Errorf("%w: %s no longer exists (moved or removed; nothing more is written)", ErrRemoved, dir)
+		return g.gone
+	case err != nil:
+		return fmt.Errorf("allot: checking %s: %w", dir, err)
+	case uint64(st.Dev) != g.dev || st.Ino != g.ino:
+		g.gone = fmt.Errorf("%w: %s is another directory than the one the store opened (replaced; nothing more is written)", ErrRemoved, dir)
+		return g.gone
+	}
+	if meta != nil {
+		if err := syscall.Fstat(int(meta.Fd()), &st); err == nil && st.Nlink == 0 {
+			g.gone = fmt.Errorf("%w: %s was deleted from %s: the store's files were removed (nothing more is written)", ErrRemoved, metaName, dir)
+			return g.gone
+		}
+	}
+	if g.walFid > 0 {
+		if err := syscall.Stat(walPath(dir, g.walFid), &st); errors.Is(err, syscall.ENOENT) {
+			g.gone = fmt.Errorf("%w: Badger's write-ahead file %s was deleted from %s: what it held is lost (nothing more is written)", ErrRemoved, filepath.Base(walPath(dir, g.walFid)), dir)
+			return g.gone
+		}
+	}
+	return nil
+}
+
+// checkRoom says whether Badger can write without faulting: the directory
+// is writable, the write-ahead file preallocated, the reserve free.
 func (g *guard) checkRoom(dir string) error {
+	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrUnwritable, dir, err)
+	}
 	if err := g.backWAL(dir); err != nil {
 		return err
 	}
@@ -172,6 +256,24 @@ func (g *guard) checkRoom(dir string) error {
 		return fmt.Errorf("%w: %s has %d free inodes: %w", ErrNoSpace, dir, inodes, syscall.ENOSPC)
 	}
 	return nil
+}
+
+// memtableLost reports whether Badger has no memtable: a write that failed
+// to create the next one leaves it nil, and Badger's next write would end
+// the process (y.AssertTrue calls log.Fatal). A read looks at the memtable
+// first, and panics on a nil one (recovered here; Badger's locks are
+// released by its own defers on the way).
+func memtableLost(db *badger.DB) (lost bool) {
+	defer func() {
+		if recover() != nil {
+			lost = true
+		}
+	}()
+	_ = db.View(func(txn *badger.Txn) error {
+		_, _ = txn.Get(keyState)
+		return nil
+	})
+	return false
 }
 
 func (g *guard) close() {

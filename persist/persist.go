@@ -62,6 +62,7 @@ type Store struct {
 	uncertain map[uint64]engine.KeyID
 	id        [16]byte
 	failNext  int   // tests only: fail the next Save before (1) or after (2) it commits
+	skipGuard bool  // tests only: no checks of the directory and the free space in Save
 	valueMax  int64 // the value threshold, less the key: larger records are refused
 
 	meta   *metaFile
@@ -545,13 +546,14 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	return s.use(func(db *badger.DB) error {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
-		if err := s.g.checkRoom(s.dir); err != nil {
+		if err := s.g.check(s.dir, s.meta.f, db, s.skipGuard); err != nil {
 			return err
 		}
 		if err := s.metaErr(); err != nil {
 			return err
 		}
 		if err := s.save(db, recs, vals); err != nil {
+			s.g.badgerErr = err
 			return err
 		}
 		s.g.afterWrite(s.dir)
@@ -569,7 +571,7 @@ func (s *Store) metaErr() error {
 		return nil
 	}
 	if err := s.meta.write(m); err != nil {
-		return fmt.Errorf("allot: writing %s: %w", metaName, err)
+		return fmt.Errorf("%w: writing %s: %w", ErrUnwritable, metaName, err)
 	}
 	s.metaMu.Lock()
 	s.metaE = nil
@@ -656,10 +658,12 @@ func (s *Store) save(db *badger.DB, recs []engine.Record, vals [][]byte) error {
 }
 
 // Close closes the database. Later calls return nil, but for a Close that
-// failed with ErrNoSpace: Badger is then still open (its Close writes a
-// table through a memory map, which a full disk turns into SIGBUS),
-// everything durable is in its synced write-ahead log, and Close may be
-// called again once there is room.
+// failed with ErrNoSpace or ErrUnwritable: Badger is then still open (its
+// Close writes a table through a memory map, which a full disk turns into
+// SIGBUS, or waits forever for a directory it cannot write), everything
+// durable is in its synced write-ahead log, and Close may be called again
+// once there is room. After ErrRemoved, Badger's files are gone and Close
+// leaves them alone.
 func (s *Store) Close() error {
 	if s == nil {
 		return nil
@@ -673,6 +677,11 @@ func (s *Store) Close() error {
 		s.close = true
 		close(s.stopW)
 		<-s.doneW
+	}
+	if err := s.g.checkDir(s.dir, s.meta.f); err != nil {
+		s.db = nil // left open: its Close would retry a flush into a directory that is gone, forever
+		s.release()
+		return fmt.Errorf("allot: closing the store: %w (Badger was left open)", err)
 	}
 	if err := s.g.checkRoom(s.dir); err != nil {
 		return fmt.Errorf("allot: the store is not closed yet: %w; nothing durable is lost (it is in Badger's synced write-ahead log): call Close again once there is room", err)
