@@ -17,10 +17,11 @@ type options struct {
 	badger func(badger.Options) badger.Options
 
 	acceptLoss bool
+	reserve    int64
 }
 
 func defaultOptions() options {
-	return options{lease: engine.DefaultLeaseOptions(), verify: true}
+	return options{lease: engine.DefaultLeaseOptions(), verify: true, reserve: -1}
 }
 
 // WithLogger routes Badger's log lines to l (Info and Debug at slog's Debug
@@ -61,3 +62,17 @@ func WithBadgerOptions(f func(badger.Options) badger.Options) Option {
 // Use it only once you have decided that this is acceptable, for example
 // after restoring what could be restored. The damage is logged.
 func WithAcceptLoss() Option { return func(o *options) { o.acceptLoss = true } }
+
+// WithFreeSpaceReserve sets the free space, in bytes, below which Save
+// writes nothing (it fails with ErrNoSpace, and the engine's calls with
+// engine.ErrStore) and Close leaves Badger open. Badger writes its
+// write-ahead file and its tables through memory maps: on a full
+// filesystem, a write to such a map ends the process with SIGBUS. The
+// reserve must hold what Badger may write before the next Save is checked:
+// a new write-ahead file (twice the memtable), the flush of the current one,
+// and compactions. Default: 4 memtables (64 MiB) plus the size of the
+// store's tables. 0 turns the check off: then only another process keeps
+// the disk from filling up.
+func WithFreeSpaceReserve(bytes int64) Option {
+	return func(o *options) { o.reserve = max(bytes, 0) }
+}

@@ -53,6 +53,7 @@ type Store struct {
 	close bool
 	db    *badger.DB
 	lock  *os.File // allot.lock, flocked while the store is open
+	g     *guard   // what Save checks before Badger writes (guard.go)
 
 	wmu       sync.Mutex // one Save at a time: m/state is read, changed, written
 	gen       uint64     // the generation of the last Save that committed
@@ -61,6 +62,7 @@ type Store struct {
 	uncertain map[uint64]engine.KeyID
 	id        [16]byte
 	failNext  int   // tests only: fail the next Save before (1) or after (2) it commits
+	skipGuard bool  // tests only: no checks of the directory and the free space in Save
 	valueMax  int64 // the value threshold, less the key: larger records are refused
 
 	meta   *metaFile
@@ -159,6 +161,7 @@ func lockDir(dir string) (*os.File, error) {
 
 // release closes what a failed Open or a Close leaves open of ours.
 func (s *Store) release() {
+	s.g.close()
 	if s.meta != nil {
 		_ = s.meta.close()
 		s.meta = nil
@@ -172,6 +175,10 @@ func (s *Store) release() {
 // open opens Badger in s.dir and checks it against the meta file.
 func (s *Store) open(bo badger.Options) error {
 	dir := s.dir
+	var err error
+	if s.g, err = openGuard(dir, bo, s.opts.reserve); err != nil {
+		return err
+	}
 	_ = os.Remove(filepath.Join(dir, metaName+".tmp")) // a creation that did not finish
 	meta, slot, haveMeta, err := readMeta(dir)
 	if err != nil {
@@ -213,7 +220,11 @@ func (s *Store) open(bo badger.Options) error {
 		return fmt.Errorf("%w: opening %s: %s%v", ErrCorrupt, dir, badgerFile(err), err)
 	}
 	s.db = db
-	if err := s.check(meta, slot, haveMeta, kept); err != nil {
+	err = s.g.afterOpen(dir)
+	if err == nil {
+		err = s.check(meta, slot, haveMeta, kept)
+	}
+	if err != nil {
 		_ = db.Close()
 		s.db = nil
 		return err
@@ -535,8 +546,37 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	return s.use(func(db *badger.DB) error {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
-		return s.save(db, recs, vals)
+		if err := s.g.check(s.dir, s.meta.f, db, s.skipGuard); err != nil {
+			return err
+		}
+		if err := s.metaErr(); err != nil {
+			return err
+		}
+		if err := s.save(db, recs, vals); err != nil {
+			s.g.badgerErr = err
+			return err
+		}
+		s.g.afterWrite(s.dir)
+		return nil
 	})
+}
+
+// metaErr returns nil if the meta file writer's last write worked, or if a
+// write now works.
+func (s *Store) metaErr() error {
+	s.metaMu.Lock()
+	err, m := s.metaE, s.want
+	s.metaMu.Unlock()
+	if err == nil {
+		return nil
+	}
+	if err := s.meta.write(m); err != nil {
+		return fmt.Errorf("%w: writing %s: %w", ErrUnwritable, metaName, err)
+	}
+	s.metaMu.Lock()
+	s.metaE = nil
+	s.metaMu.Unlock()
+	return nil
 }
 
 // save is Save under s.wmu.
@@ -617,19 +657,35 @@ func (s *Store) save(db *badger.DB, recs []engine.Record, vals [][]byte) error {
 	return nil
 }
 
-// Close closes the database. It is idempotent: later calls return nil.
+// Close closes the database. Later calls return nil, but for a Close that
+// failed with ErrNoSpace or ErrUnwritable: Badger is then still open (its
+// Close writes a table through a memory map, which a full disk turns into
+// SIGBUS, or waits forever for a directory it cannot write), everything
+// durable is in its synced write-ahead log, and Close may be called again
+// once there is room. After ErrRemoved, Badger's files are gone and Close
+// leaves them alone.
 func (s *Store) Close() error {
 	if s == nil {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.close {
+	if s.db == nil {
 		return nil
 	}
-	s.close = true
-	close(s.stopW)
-	<-s.doneW
+	if !s.close {
+		s.close = true
+		close(s.stopW)
+		<-s.doneW
+	}
+	if err := s.g.checkDir(s.dir, s.meta.f); err != nil {
+		s.db = nil // left open: its Close would retry a flush into a directory that is gone, forever
+		s.release()
+		return fmt.Errorf("allot: closing the store: %w (Badger was left open)", err)
+	}
+	if err := s.g.checkRoom(s.dir); err != nil {
+		return fmt.Errorf("allot: the store is not closed yet: %w; nothing durable is lost (it is in Badger's synced write-ahead log): call Close again once there is room", err)
+	}
 	// Every Save has returned: the meta file takes the last state, then
 	// Badger closes (its Close writes no new state).
 	err := s.meta.write(s.want)
@@ -639,6 +695,7 @@ func (s *Store) Close() error {
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
 	}
+	s.db = nil
 	s.release()
 	return err
 }
