@@ -33,13 +33,18 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 		return Decision{}, Admission{}, err
 	}
 	ent, err := e.find(key)
+	if err != nil {
+		return Decision{}, Admission{}, err
+	}
 	if ent == nil {
-		return Decision{Reason: UnknownKey}, Admission{}, err
+		return Decision{Reason: UnknownKey}, Admission{}, nil
 	}
 	t := ent.st.track.Load()
 	if t == nil {
-		if t, err = e.tracker(key); t == nil {
-			return Decision{Reason: UnknownKey}, Admission{}, err
+		if t, err = e.tracker(key); err != nil {
+			return Decision{}, Admission{}, err
+		} else if t == nil {
+			return Decision{Reason: UnknownKey}, Admission{}, nil
 		}
 	}
 	// Counted before the consume: a Revoke that lands after the grant then

@@ -6,8 +6,11 @@ import "time"
 type Reason uint8
 
 const (
+	// Undecided is the zero Reason: that of the empty Decision returned
+	// beside an error, which decided nothing.
+	Undecided Reason = iota
 	// OK: the units were granted.
-	OK Reason = iota
+	OK
 	// Exhausted: a limit of the key has too few units left.
 	Exhausted
 	// Revoked: the key was revoked (or its rotation grace ended).
@@ -16,9 +19,9 @@ const (
 	UnknownKey
 )
 
-var reasonNames = [...]string{OK: "ok", Exhausted: "exhausted", Revoked: "revoked", UnknownKey: "unknown_key"}
+var reasonNames = [...]string{Undecided: "undecided", OK: "ok", Exhausted: "exhausted", Revoked: "revoked", UnknownKey: "unknown_key"}
 
-// String returns "ok", "exhausted", "revoked" or "unknown_key".
+// String returns "undecided", "ok", "exhausted", "revoked" or "unknown_key".
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
 		return reasonNames[r]

@@ -273,8 +273,10 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 		ent := e.m.Load(key)
 		if ent == nil {
 			var err error
-			if ent, err = e.find(key); ent == nil {
-				return Decision{Reason: UnknownKey}, err
+			if ent, err = e.find(key); err != nil {
+				return Decision{}, err
+			} else if ent == nil {
+				return Decision{Reason: UnknownKey}, nil
 			}
 		}
 		if ent.qm>>multiShift == uint64(KindCredits)<<(kindShift-multiShift) {
@@ -285,7 +287,7 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			q := ent.quota()
 			nw := w + uint64(n)
 			if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
-				d := Decision{Allowed: true, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}
+				d := Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}
 				if nw > atomic.LoadUint64(&ent.lease.soft) || e.exact {
 					if err := e.granted(ctx, ent); err != nil {
 						e.takeBack(key, d)
@@ -451,7 +453,7 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 func decision(ok bool, quota int64, r result, i int, n, at int64) Decision {
 	d := Decision{Allowed: ok, Limit: quota, Remaining: r.remaining, ResetAfter: time.Duration(r.reset), LimitIndex: i}
 	if ok {
-		d.n, d.at = n, at
+		d.Reason, d.n, d.at = OK, n, at
 	} else {
 		d.Reason = Exhausted
 		if r.retry > 0 {

@@ -188,7 +188,7 @@ func (m *model) consume(key string, n int64) engine.Decision {
 		}
 	}
 	r := res[best]
-	d := engine.Decision{Allowed: allowed, Limit: k.limits[best].quota, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)}
+	d := engine.Decision{Allowed: allowed, Reason: engine.OK, Limit: k.limits[best].quota, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)}
 	if !allowed {
 		d.Reason = engine.Exhausted
 		if r.retry > 0 {
@@ -458,7 +458,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		case op < 14:
 			log = append(log, "revoke "+key)
 			err := eng.Revoke(ctx, key)
-			var want error = engine.ErrUnknownKey
+			want := engine.ErrUnknownKey
 			if k := m.keys[key]; k != nil {
 				k.revoked, want = true, nil
 			}

@@ -19,8 +19,23 @@ type Record struct {
 	ID KeyID
 	// Limits are the key's limits, in order. Empty for a rotated-out key.
 	Limits []Limit
-	// Counters holds one word per limit, in the engine's own encoding
-	// (see word.go); a Store keeps them as opaque numbers.
+	// Counters holds one word per limit, in order: what a restart must
+	// assume of that limit. A Store keeps them as opaque numbers below
+	// 2^62, and returns them unchanged. Their meaning, for a Store that
+	// wants to read them (an operator's tool, say):
+	//
+	//   - Credits: the units spent (the balance is the quota minus this,
+	//     and 0 while it exceeds the quota).
+	//   - PerWindow, PerMonth: bits 32 to 61 the index of the window the
+	//     count belongs to, modulo 2^30 (PerWindow: ns since the Unix epoch
+	//     divided by the period; PerMonth: months since January 1970 in the
+	//     limit's time zone), bits 0 to 31 the units used in that window.
+	//   - Rate: the theoretical arrival time, in ns since the Unix epoch
+	//     (the bucket is full when it is not after now).
+	//
+	// In lease mode the counter is the end of the limit's durable
+	// reservation, not its value: a restart takes every reserved unit as
+	// spent.
 	Counters []uint64
 	// Revoked reports whether the key is revoked.
 	Revoked bool

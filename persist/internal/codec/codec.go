@@ -12,10 +12,12 @@ import (
 	"github.com/allot-go/allot/engine"
 )
 
-// Record format, version 1. Every value ends in a CRC-32C of what precedes
-// it, so damage is an error, never a misread counter.
+// FormatVersion is the version of the record format, the first byte of
+// every value. Version 2: a Credits counter holds the units spent (version
+// 1 held the units left, and is refused). Every value ends in a CRC-32C of
+// what precedes it, so damage is an error, never a misread counter.
 //
-//	byte     version (1)
+//	byte     version (2)
 //	byte     flags: 1 revoked, 2 rotated out
 //	rotated out:  [32]byte the key it went to, int64 grace end (ns, big-endian)
 //	otherwise:    uvarint count, then per limit:
@@ -25,7 +27,7 @@ import (
 //
 // Strings are a uvarint length and bytes. Keys are "k/" and the SHA-256 of
 // the API key: the raw key is never written.
-const FormatVersion = 2 // 2: a Credits counter holds the units spent, not the units left
+const FormatVersion = 2
 
 // Sentinel errors; package persist exports them under the same names.
 var (
