@@ -107,14 +107,18 @@ var (
 	engCache = map[string]*engine.Engine{}
 )
 
-func benchEngine(b *testing.B, d dist, deny bool) *engine.Engine {
+func benchEngine(b *testing.B, d dist, deny, counting bool) *engine.Engine {
 	engMu.Lock()
 	defer engMu.Unlock()
-	id := fmt.Sprint(d.name, deny)
+	id := fmt.Sprint(d.name, deny, counting)
 	if e, ok := engCache[id]; ok {
 		return e
 	}
-	e, err := engine.New()
+	var opts []engine.Option
+	if counting {
+		opts = append(opts, engine.WithCounting())
+	}
+	e, err := engine.New(opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -186,30 +190,36 @@ func BenchmarkConsume(b *testing.B) {
 				})
 				check(b, deny, granted.Load())
 			})
-			b.Run("dist="+d.name+"/state="+state+"/impl=allot", func(b *testing.B) {
-				seq := sequence(b, d)
-				eng := benchEngine(b, d, deny)
-				var off atomic.Uint32
-				var granted atomic.Int64
-				b.ReportAllocs()
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					i, n := int(off.Add(7919)*104729)%seqLen, int64(0)
-					for pb.Next() {
-						d, err := eng.Consume(ctx, keyNames[seq[i]], 1)
-						if err != nil {
-							b.Error(err)
-							return
+			for _, counting := range []bool{false, true} {
+				impl := "allot"
+				if counting {
+					impl = "allot-counting" // WithCounting: decisions counted for Stats
+				}
+				b.Run("dist="+d.name+"/state="+state+"/impl="+impl, func(b *testing.B) {
+					seq := sequence(b, d)
+					eng := benchEngine(b, d, deny, counting)
+					var off atomic.Uint32
+					var granted atomic.Int64
+					b.ReportAllocs()
+					b.ResetTimer()
+					b.RunParallel(func(pb *testing.PB) {
+						i, n := int(off.Add(7919)*104729)%seqLen, int64(0)
+						for pb.Next() {
+							d, err := eng.Consume(ctx, keyNames[seq[i]], 1)
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							if d.Allowed {
+								n++
+							}
+							i = (i + 1) & (seqLen - 1)
 						}
-						if d.Allowed {
-							n++
-						}
-						i = (i + 1) & (seqLen - 1)
-					}
-					granted.Add(n)
+						granted.Add(n)
+					})
+					check(b, deny, granted.Load())
 				})
-				check(b, deny, granted.Load())
-			})
+			}
 		}
 	}
 }

@@ -65,6 +65,7 @@ type committer struct {
 	stopped  chan struct{}
 
 	rounds, records atomic.Int64
+	stats           storeStats
 	flushErr        error // the last round's, read by Close after stopped
 }
 
@@ -234,12 +235,17 @@ func (c *committer) round(last bool) {
 	if len(recs) == 0 {
 		return
 	}
-	if err := c.e.store.Save(context.Background(), recs...); err != nil {
+	start := time.Now()
+	err := c.e.store.Save(context.Background(), recs...)
+	c.stats.observe(time.Since(start))
+	if err != nil {
 		b.err = err
+		c.stats.failed(c.e.log, err, len(recs))
 		return
 	}
 	c.rounds.Add(1)
 	c.records.Add(int64(len(recs)))
+	c.stats.reservations.Add(int64(len(raises)))
 	for _, r := range raises {
 		for i := range r.ent.st.limits() {
 			l := r.ent.st.limits()[i].lim()
@@ -308,18 +314,4 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	return rec, r, true
 }
 
-// StoreStats counts the committer's work.
-type StoreStats struct {
-	// Rounds is the number of Saves (each one synced transaction).
-	Rounds int64
-	// Records is the number of key records written.
-	Records int64
-}
 
-// StoreStats returns the committer's counts; zero without a Store.
-func (e *Engine) StoreStats() StoreStats {
-	if e.c == nil {
-		return StoreStats{}
-	}
-	return StoreStats{Rounds: e.c.rounds.Load(), Records: e.c.records.Load()}
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,9 @@ type Engine struct {
 
 	recovering atomic.Int64 // recovered keys not yet seen under their raw key
 	plans      sync.Map     // planKey -> *plan
+
+	count *counters    // nil without WithCounting
+	log   *slog.Logger // nil without WithLogger
 }
 
 // entry is a key's record in the map. With the map node's key header it is
@@ -182,7 +186,10 @@ func New(opts ...Option) (*Engine, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{clock: o.clock, store: o.store, mono0: time.Now()}
+	e := &Engine{clock: o.clock, store: o.store, mono0: time.Now(), log: o.logger}
+	if o.counting {
+		e.count = newCounters()
+	}
 	if err := e.m.Init(o.shards); err != nil {
 		return nil, fmt.Errorf("%w: %d shards: must be a power of two from 1 to %d", ErrInvalidOption, o.shards, shard.MaxStripes)
 	}
@@ -276,6 +283,9 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			if ent, err = e.find(key); err != nil {
 				return Decision{}, err
 			} else if ent == nil {
+				if c := e.count; c != nil {
+					c.unknown.Inc()
+				}
 				return Decision{Reason: UnknownKey}, nil
 			}
 		}
@@ -294,10 +304,17 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 						return Decision{}, err
 					}
 				}
+				if c := e.count; c != nil {
+					c.granted.Inc()
+					c.units.Add(n)
+				}
 				return d, nil
 			}
 			if w&flagBits == 0 && nw > uint64(q) {
 				// Exhausted: a denial changes nothing, so the load decides.
+				if c := e.count; c != nil {
+					c.exhausted.Inc()
+				}
 				return Decision{Reason: Exhausted, Limit: q, Remaining: max(q-int64(w), 0)}, nil
 			}
 		}
@@ -313,6 +330,9 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 						return Decision{}, err
 					}
 				}
+			}
+			if c := e.count; c != nil {
+				c.count(&d)
 			}
 			return d, nil
 		case sealed:

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"log/slog"
 	"runtime"
 	"time"
 )
@@ -10,6 +11,8 @@ import (
 type Option func(*options)
 
 type options struct {
+	counting bool
+	logger   *slog.Logger
 	clock    func() time.Time
 	shards   int
 	store    Store
@@ -42,6 +45,18 @@ func WithClock(now func() time.Time) Option {
 // record is synced: more stripes let more of them share one sync. Default:
 // the power of two at or above 4×GOMAXPROCS, and at least 256.
 func WithShards(n int) Option { return func(o *options) { o.shards = n } }
+
+// WithCounting makes the engine count its decisions by reason and the units
+// it grants, for Stats (and package metrics/allotprom). The counters are
+// striped (xsync.Counter), so Consumes on many cores do not contend on
+// them; they still cost an increment per call, which is why they are off by
+// default. The store figures of Stats are always kept.
+func WithCounting() Option { return func(o *options) { o.counting = true } }
+
+// WithLogger makes the engine log what no caller can be told: a background
+// store write that failed. Without it nothing is logged. No raw key is ever
+// logged.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithStore makes the engine keep its keys in s (see package persist). The
 // engine loads s in New and closes it in Close. Default: none; everything

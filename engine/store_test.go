@@ -231,7 +231,7 @@ func TestLeaseCrashNeverOverGrants(t *testing.T) {
 				require.LessOrEqual(t, g+more, int64(20_000))
 				require.NoError(t, re.Close())
 			}
-			st2 := eng.StoreStats()
+			st2 := eng.Stats()
 			require.Positive(t, st2.Rounds)
 			require.NoError(t, eng.Close())
 			// A clean Close gives every reservation back: exact.
@@ -257,7 +257,7 @@ func TestExactModeSurvivesCrash(t *testing.T) {
 	s, _ := re.Status("k")
 	require.Equal(t, int64(3400), s.Limits[0].Remaining, "every returned grant is durable")
 	require.NoError(t, re.Close())
-	require.Positive(t, eng.StoreStats().Rounds) // that rounds are shared is measured by persist's BenchmarkExact
+	require.Positive(t, eng.Stats().Rounds) // that rounds are shared is measured by persist's BenchmarkExact
 	require.NoError(t, eng.Close())
 }
 

@@ -121,7 +121,7 @@ func BenchmarkConsume(b *testing.B) {
 				benchKeys, zipfSeq := benchKeysOnce(), zipfSeqOnce()
 				var off atomic.Uint32
 				var denied atomic.Int64
-				before := eng.StoreStats()
+				before := eng.Stats()
 				b.ReportAllocs()
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
@@ -142,7 +142,7 @@ func BenchmarkConsume(b *testing.B) {
 				if denied.Load() != 0 {
 					b.Fatalf("%d denied or failed", denied.Load())
 				}
-				after := eng.StoreStats()
+				after := eng.Stats()
 				b.ReportMetric(float64(after.Rounds-before.Rounds)/b.Elapsed().Seconds(), "syncs/s")
 			})
 		}
@@ -165,7 +165,7 @@ func BenchmarkExact(b *testing.B) {
 	registerAll(b, eng, benchKeys[:keys], engine.Credits(engine.MaxCredits))
 	for _, callers := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
-			before := eng.StoreStats()
+			before := eng.Stats()
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.ResetTimer()
@@ -184,7 +184,7 @@ func BenchmarkExact(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			secs := b.Elapsed().Seconds()
-			after := eng.StoreStats()
+			after := eng.Stats()
 			b.ReportMetric(float64(b.N)/secs, "ops/s")
 			b.ReportMetric(float64(after.Rounds-before.Rounds)/secs, "syncs/s")
 		})

@@ -1,0 +1,85 @@
+package engine_test
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/allot-go/allot/engine"
+	"github.com/stretchr/testify/require"
+)
+
+// Each counter against known traffic.
+func TestStatsCountKnownTraffic(t *testing.T) {
+	clk := newClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
+	eng := newEngine(t, engine.WithCounting(), engine.WithClock(clk.Now))
+	require.NoError(t, eng.Register(ctx, "c", engine.Credits(10)))
+	require.NoError(t, eng.Register(ctx, "m", engine.Credits(10), engine.Rate(1, time.Hour, 3)))
+	require.NoError(t, eng.Register(ctx, "r", engine.Credits(1)))
+	require.NoError(t, eng.Register(ctx, "o", engine.Credits(5)))
+	require.NoError(t, eng.Rotate(ctx, "o", "o2", time.Hour))
+	require.NoError(t, eng.Revoke(ctx, "r"))
+	for range 4 {
+		_, _ = eng.Consume(ctx, "c", 3) // 3 granted (9 units), 1 exhausted
+	}
+	for range 4 {
+		_, _ = eng.Consume(ctx, "m", 1) // 3 granted, 1 exhausted (the rate)
+	}
+	_, _ = eng.Consume(ctx, "r", 1)    // revoked
+	_, _ = eng.Consume(ctx, "nope", 1) // unknown
+	_, _ = eng.Consume(ctx, "o", 1)    // granted through the rotation
+	_, _ = eng.Consume(ctx, "c", 0)    // an error: counted nowhere
+	_, adm, err := eng.Admit(ctx, "o2", 1)
+	require.NoError(t, err)
+	s := eng.Stats()
+	require.Equal(t, int64(3+3+1+1), s.Granted)
+	require.Equal(t, int64(9+3+1+1), s.UnitsGranted)
+	require.Equal(t, int64(2), s.Exhausted)
+	require.Equal(t, int64(1), s.Revoked)
+	require.Equal(t, int64(1), s.UnknownKey)
+	require.Equal(t, int64(4), s.Keys, "c, m, r, o2")
+	require.Equal(t, int64(1), s.RevokedKeys)
+	require.Equal(t, int64(1), s.RotatedOut)
+	require.Equal(t, int64(1), s.InFlight)
+	adm.Done()
+	require.Zero(t, eng.Stats().InFlight)
+
+	quiet := newEngine(t)
+	require.NoError(t, quiet.Register(ctx, "c", engine.Credits(10)))
+	_, _ = quiet.Consume(ctx, "c", 1)
+	require.Zero(t, quiet.Stats().Granted, "counting is off by default")
+}
+
+// A background store failure reaches the snapshot and the log.
+func TestStatsReportStoreFailure(t *testing.T) {
+	fs := newFaultStore()
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	eng, err := engine.New(engine.WithStore(fs), engine.WithLogger(log), engine.WithLease(engine.LeaseOptions{MinChunk: 2, MaxChunk: 2}))
+	require.NoError(t, err)
+	defer eng.Close()
+	require.NoError(t, eng.Register(ctx, "secret-key-1", engine.Credits(100)))
+	fs.mu.Lock()
+	fs.fail = errors.New("disk on fire")
+	fs.mu.Unlock()
+	// The reservation runs out; the next one's round fails.
+	var lastErr error
+	for range 10 {
+		if _, err := eng.Consume(ctx, "secret-key-1", 1); err != nil {
+			lastErr = err
+			break
+		}
+	}
+	require.ErrorIs(t, lastErr, engine.ErrStore, "no grant beyond the durable reservation")
+	s := eng.Stats()
+	require.Positive(t, s.StoreErrors)
+	require.ErrorContains(t, s.LastStoreError, "disk on fire")
+	require.False(t, s.LastStoreErrorAt.IsZero())
+	require.Positive(t, s.RoundLatency.Count)
+	require.Contains(t, buf.String(), "disk on fire")
+	require.Contains(t, buf.String(), "level=ERROR")
+	require.False(t, strings.Contains(buf.String(), "secret-key-1"), "no raw key in the log")
+}
