@@ -313,5 +313,3 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	}
 	return rec, r, true
 }
-
-
