@@ -5,18 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/allot-go/allot/shard"
 )
 
+// newReg returns a registration number: random, so that it is unique across
+// restarts too, and never 0.
+func newReg() uint64 { return rand.Uint64() | 1 }
+
 // beginAdmin starts an administrative call: it fails after Close or with a
 // context already done, and keeps Close waiting until endAdmin.
-func (e *Engine) beginAdmin(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
-		return err
-	}
+func (e *Engine) beginAdmin(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("allot: %w", err)
 	}
@@ -82,10 +84,19 @@ func (e *Engine) save(ctx context.Context, keys []string, ents ...*entry) error 
 	if e.c == nil {
 		return nil
 	}
-	w := &pendingWrite{recs: make([]Record, len(ents))}
+	recs := make([]Record, len(ents))
 	for i, ent := range ents {
-		w.recs[i] = recordOf(ent, idOfKey(keys[i]), e.leased)
+		recs[i] = recordOf(ent, idOfKey(keys[i]), e.leased)
 	}
+	return e.saveRecords(ctx, recs...)
+}
+
+// saveRecords is save of records already built.
+func (e *Engine) saveRecords(ctx context.Context, recs ...Record) error {
+	if e.c == nil {
+		return nil
+	}
+	w := &pendingWrite{recs: recs}
 	b := e.c.write(w)
 	select {
 	case <-b.done:
@@ -112,7 +123,10 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 	if err != nil {
 		return err
 	}
-	if err := e.beginAdmin(ctx, key); err != nil {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := e.beginAdmin(ctx); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -133,7 +147,7 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 		l := specs[i].lim()
 		vals[i] = l.initial(now)
 	}
-	ent := e.newEntry(&keyState{plan: e.intern(specs)}, false, vals, now)
+	ent := e.newEntry(&keyState{plan: e.intern(specs), reg: newReg()}, false, vals, now)
 	if err := e.save(ctx, []string{key}, &ent); err != nil {
 		return err
 	}
@@ -151,7 +165,14 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 // waits for the write, Revoke returns that error, and the key is revoked in
 // this process all the same (call Revoke again to make it durable).
 func (e *Engine) Revoke(ctx context.Context, key string) error {
-	if err := e.beginAdmin(ctx, key); err != nil {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	return e.revoke(ctx, key)
+}
+
+func (e *Engine) revoke(ctx context.Context, key string) error {
+	if err := e.beginAdmin(ctx); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -225,7 +246,7 @@ func unseal(ent *entry) {
 // current entry's revoked flag and values. f returns the new keyState and
 // values, or an error, in which case nothing changes.
 func (e *Engine) change(ctx context.Context, key, op string, f func(ent *entry, revoked bool, vals []uint64, now int64) (*keyState, []uint64, error)) error {
-	if err := e.beginAdmin(ctx, key); err != nil {
+	if err := e.beginAdmin(ctx); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -246,7 +267,7 @@ func (e *Engine) change(ctx context.Context, key, op string, f func(ent *entry, 
 	st, nvals, err := f(ent, revoked, vals, now)
 	if err == nil {
 		st.track.Store(ent.st.track.Load())
-		st.chain = ent.st.chain
+		st.chain, st.reg = ent.st.chain, ent.st.reg
 		if st.origin == nil {
 			st.origin = ent.st.origin // limits kept (TopUp)
 		}
@@ -270,6 +291,9 @@ func (e *Engine) change(ctx context.Context, key, op string, f func(ent *entry, 
 func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) error {
 	specs, err := validateLimits(limits)
 	if err != nil {
+		return err
+	}
+	if err := checkKey(key); err != nil {
 		return err
 	}
 	return e.change(ctx, key, "set limits", func(ent *entry, _ bool, vals []uint64, now int64) (*keyState, []uint64, error) {
@@ -297,6 +321,13 @@ func (e *Engine) TopUp(ctx context.Context, key string, n int64) error {
 	if err := checkAmount(n); err != nil {
 		return err
 	}
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	return e.topUp(ctx, key, n)
+}
+
+func (e *Engine) topUp(ctx context.Context, key string, n int64) error {
 	return e.change(ctx, key, "top up", func(ent *entry, _ bool, vals []uint64, _ int64) (*keyState, []uint64, error) {
 		specs := append([]spec(nil), ent.st.limits()...)
 		nvals := append([]uint64(nil), vals...)
@@ -338,7 +369,10 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	if oldKey == newKey {
 		return fmt.Errorf("%w: rotate to the same key", ErrKeyExists)
 	}
-	if err := e.beginAdmin(ctx, oldKey); err != nil {
+	if err := checkKey(oldKey); err != nil {
+		return err
+	}
+	if err := e.beginAdmin(ctx); err != nil {
 		return err
 	}
 	defer e.endAdmin()
@@ -387,10 +421,14 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	// The new key takes over the requests in flight: requests admitted
 	// through oldKey from now on count there too (only a chain's head has
 	// a tracker), so RevokeAndWait of either waits for both.
-	nst := &keyState{plan: oe.st.plan, chain: chain, origin: oe.st.origin}
+	reg := oe.st.reg
+	if reg == 0 {
+		reg = newReg() // a key that shared its plan's state gets one now
+	}
+	nst := &keyState{plan: oe.st.plan, chain: chain, origin: oe.st.origin, reg: reg}
 	nst.track.Store(oe.st.track.Load())
 	ne := e.newEntry(nst, false, vals, now)
-	ast := &keyState{alias: &alias{target: newKey, targetID: IDOf(newKey), deadline: deadline}}
+	ast := &keyState{alias: &alias{target: newKey, targetID: IDOf(newKey), deadline: deadline, reg: reg}}
 	ae := e.newEntry(ast, grace == 0, nil, now)
 	if err := e.save(ctx, []string{newKey, oldKey}, &ne, &ae); err != nil {
 		unseal(oe)

@@ -106,7 +106,7 @@ func (e *Engine) headTracker(key string) (*tracker, bool) {
 		// The key shares its state with others of its plan: give it its
 		// own, by the same seal-and-replace as any change.
 		revoked, vals := seal(ent)
-		own := &keyState{plan: st.plan, chain: st.chain, origin: st.origin}
+		own := &keyState{plan: st.plan, chain: st.chain, origin: st.origin, reg: st.reg}
 		own.track.Store(t)
 		e.m.Store(key, e.newEntry(own, revoked, vals, 0)) // no Store: no reservation, no clock
 		return t, true

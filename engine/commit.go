@@ -303,7 +303,7 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 		id := idOfKey(shard.KeyOf(ent))
 		st.id = &id
 	}
-	rec := Record{ID: *st.id, Revoked: revoked, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
+	rec := Record{ID: *st.id, Revoked: revoked, Registration: st.reg, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
 	for i := range st.limits() {
 		l := st.limits()[i].lim()
 		r.from[i] = atomic.LoadUint64(&ent.marks(i).hard)

@@ -90,6 +90,10 @@ type keyState struct {
 	// (TopUp, Rotate, a tracker, a promotion) keep it. A refund gives back
 	// only a grant made under the same origin.
 	origin *keyState
+	// reg tells registrations of one name apart (Record.Registration): a
+	// chain's links and head share it; 0 for a key that was never rotated
+	// and shares its plan's keyState.
+	reg uint64
 	// chain describes the rotation chains that end at this key (a head):
 	// the hops of the longest one that may still be in grace, and until
 	// when. Rotate reads it to enforce MaxRotationChain.
@@ -152,8 +156,29 @@ type tracker struct {
 type alias struct {
 	target   string // raw key, or recoveredPrefix+ID while not seen since a restart
 	targetID KeyID
-	deadline int64 // ns since the epoch
-	forward  bool  // left behind by promote: not a key, only a pointer to one
+	deadline int64  // ns since the epoch
+	forward  bool   // left behind by promote: not a key, only a pointer to one
+	reg      uint64 // the registration of the chain: its target must carry it
+}
+
+// regOf returns the registration an entry carries: its chain's.
+func regOf(ent *entry) uint64 {
+	if ent.st.alias != nil {
+		return ent.st.alias.reg
+	}
+	return ent.st.reg
+}
+
+// next returns the entry a rotated-out key's entry points to, nil if there
+// is none or it is another registration of the name (the one the chain went
+// to was deleted).
+func (e *Engine) next(ent *entry) *entry {
+	a := ent.st.alias
+	t := e.m.Load(a.target)
+	if t == nil || regOf(t) != a.reg {
+		return nil
+	}
+	return t
 }
 
 // lim0 returns what the arithmetic needs of limit 0, from the entry alone.
@@ -598,7 +623,7 @@ func (e *Engine) consumeAlias(ent *entry, n int64) (Decision, outcome) {
 		case w&sealedBit != 0:
 			return Decision{}, sealed
 		}
-		next := e.m.Load(st.alias.target)
+		next := e.next(cur)
 		switch {
 		case next == nil:
 			return Decision{Reason: Revoked}, done
@@ -617,10 +642,10 @@ const maxHops = 2*MaxRotationChain + 2
 // resolve follows a rotated-out key to its head, the key that owns its
 // counters, whether or not the chain is still alive; nil if there is none.
 func (e *Engine) resolve(a *alias) (string, *entry) {
-	key := a.target
+	key, reg := a.target, a.reg
 	for range maxHops {
 		t := e.m.Load(key)
-		if t == nil {
+		if t == nil || regOf(t) != reg {
 			return key, nil
 		}
 		if t.kind() != 0 {
@@ -642,7 +667,7 @@ func (e *Engine) alive(ent *entry, now int64) bool {
 		if atomic.LoadUint64(&ent.word)&revokedBit != 0 || (!a.forward && now >= a.deadline) {
 			return false
 		}
-		if ent = e.m.Load(a.target); ent == nil {
+		if ent = e.next(ent); ent == nil {
 			return false
 		}
 	}
@@ -811,6 +836,9 @@ func (e *Engine) find(key string) (*entry, error) {
 // store: during an administrative change of key it reports the state before
 // the change.
 func (e *Engine) Status(key string) (Status, error) {
+	if err := checkKey(key); err != nil {
+		return Status{}, err
+	}
 	s, err := e.status(nil, key)
 	if err == nil && s.Limits == nil {
 		s.Limits = []LimitStatus{}
@@ -822,6 +850,9 @@ func (e *Engine) Status(key string) (Status, error) {
 // the extended slice, like Status but without allocating when dst has room.
 // For a revoked key it still reports the counters.
 func (e *Engine) AppendLimits(dst []LimitStatus, key string) ([]LimitStatus, error) {
+	if err := checkKey(key); err != nil {
+		return dst, err
+	}
 	s, err := e.status(dst, key)
 	if err != nil {
 		return dst, err
@@ -829,12 +860,10 @@ func (e *Engine) AppendLimits(dst []LimitStatus, key string) ([]LimitStatus, err
 	return s.Limits, nil
 }
 
+// status is Status of a map key: a raw key, or a recovered record's.
 func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 	if e.closed.Load() {
 		return Status{}, ErrClosed
-	}
-	if err := checkKey(key); err != nil {
-		return Status{}, err
 	}
 	ent, err := e.find(key)
 	if err != nil {

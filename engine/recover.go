@@ -29,7 +29,7 @@ func idOfKey(key string) KeyID {
 // as spent.
 func recordOf(ent *entry, id KeyID, leased bool) Record {
 	st := ent.st
-	r := Record{ID: id}
+	r := Record{ID: id, Registration: regOf(ent)}
 	var vals [MaxLimits]uint64
 	revoked, _ := snapshot(ent, &vals)
 	if st.alias != nil {
@@ -89,7 +89,7 @@ func (e *Engine) load(ctx context.Context) error {
 			if !r.GraceUntil.IsZero() {
 				deadline = r.GraceUntil.UnixNano()
 			}
-			st.alias = &alias{target: idKey(*r.RotatedTo), targetID: *r.RotatedTo, deadline: deadline}
+			st.alias = &alias{target: idKey(*r.RotatedTo), targetID: *r.RotatedTo, deadline: deadline, reg: r.Registration}
 		} else {
 			specs, err := validateLimits(r.Limits)
 			if err != nil {
@@ -107,7 +107,7 @@ func (e *Engine) load(ctx context.Context) error {
 					vals[i] = valueMask
 				}
 			}
-			st.plan = e.intern(specs)
+			st.plan, st.reg = e.intern(specs), r.Registration
 		}
 		k := idKey(r.ID)
 		ent := e.newEntry(st, r.Revoked, vals, now)
@@ -147,7 +147,7 @@ func (e *Engine) chains(now int64) {
 				return true // a dead link: no chain through it
 			}
 			hops, until = hops+1, min(until, a.deadline)
-			if cur = e.m.Load(a.target); cur == nil {
+			if cur = e.next(cur); cur == nil {
 				return true
 			}
 			if cur.kind() != 0 {
@@ -187,7 +187,7 @@ func (e *Engine) promote(key string) *entry {
 		return nil
 	}
 	revoked, vals := seal(re)
-	st := &keyState{plan: re.st.plan, alias: re.st.alias, chain: re.st.chain, origin: re.st.origin}
+	st := &keyState{plan: re.st.plan, alias: re.st.alias, chain: re.st.chain, origin: re.st.origin, reg: re.st.reg}
 	st.track.Store(re.st.track.Load())
 	now := e.now()
 	ent := e.newEntry(st, revoked, vals, now)
@@ -196,7 +196,7 @@ func (e *Engine) promote(key string) *entry {
 		*ent.marks(i) = leasePair{hard: atomic.LoadUint64(&re.marks(i).hard), soft: atomic.LoadUint64(&re.marks(i).soft)}
 	}
 	ne := e.m.Store(key, ent)
-	e.m.Store(rk, e.newEntry(&keyState{alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true}}, false, nil, now))
+	e.m.Store(rk, e.newEntry(&keyState{alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true, reg: regOf(ne)}}, false, nil, now))
 	e.recovering.Add(-1)
 	return ne
 }

@@ -43,6 +43,14 @@ type Record struct {
 	// counters; GraceUntil is when the old key stops working.
 	RotatedTo  *KeyID
 	GraceUntil time.Time
+	// Registration tells registrations of one key name apart: a rotated-out
+	// key draws on the key it went to only while both carry the same
+	// number, so a name deleted and registered again never gives an old
+	// chain access to the new registration. 0 for none.
+	Registration uint64
+	// Deleted, in a Save, asks the Store to remove the record of ID: the
+	// key was deleted. Load never returns a deleted record.
+	Deleted bool
 }
 
 // Store is where an engine keeps its keys across restarts. Package persist
@@ -50,8 +58,9 @@ type Record struct {
 // memory.
 //
 // The engine calls Save for every administrative change (Register, Revoke,
-// Rotate, TopUp, SetLimits) before the call returns, and Save must not
-// return until the records are durable. Load is called once, by New. Close
+// Rotate, TopUp, SetLimits, Reset, Delete) before the call returns, and Save
+// must not return until the records are durable, all of them or none: a
+// record with Deleted set removes the key's record instead. Load is called once, by New. Close
 // is called once, by the engine's Close, after a last Save.
 //
 // Implementations must be safe for concurrent use.

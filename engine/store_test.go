@@ -48,6 +48,10 @@ func (s *memStore) Save(_ context.Context, recs ...engine.Record) error {
 	}
 	s.saves++
 	for _, r := range recs {
+		if r.Deleted {
+			delete(s.recs, r.ID)
+			continue
+		}
 		r.Counters = append([]uint64(nil), r.Counters...)
 		s.recs[r.ID] = r
 	}

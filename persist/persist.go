@@ -534,6 +534,11 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	}
 	vals := make([][]byte, len(recs))
 	for i, r := range recs {
+		if r.Deleted {
+			// TODO(lifecycle): remove the record and keep the meta
+			// file's count right; until then a deletion fails whole.
+			return fmt.Errorf("%w: deleting a key's record", ErrUnsupported)
+		}
 		v, err := codec.Encode(r)
 		if err != nil {
 			return err

@@ -18,7 +18,8 @@ import (
 // what precedes it, so damage is an error, never a misread counter.
 //
 //	byte     version (2)
-//	byte     flags: 1 revoked, 2 rotated out
+//	byte     flags: 1 revoked, 2 rotated out, 4 registration follows
+//	registration: uvarint, nonzero
 //	rotated out:  [32]byte the key it went to, int64 grace end (ns, big-endian)
 //	otherwise:    uvarint count, then per limit:
 //	              byte kind, uvarint quota, varint period (ns), uvarint rate,
@@ -39,6 +40,7 @@ var (
 const (
 	flagRevoked = 1 << iota
 	flagRotated
+	flagRegistration // a uvarint registration number follows the flags
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -60,7 +62,13 @@ func Encode(r engine.Record) ([]byte, error) {
 	if r.RotatedTo != nil {
 		flags |= flagRotated
 	}
+	if r.Registration != 0 {
+		flags |= flagRegistration
+	}
 	b = append(b, flags)
+	if r.Registration != 0 {
+		b = binary.AppendUvarint(b, r.Registration)
+	}
 	if r.RotatedTo != nil {
 		b = append(b, r.RotatedTo[:]...)
 		var grace int64
@@ -180,10 +188,15 @@ func Decode(id engine.KeyID, v []byte) (engine.Record, error) {
 	}
 	d := &decoder{b: body[1:]}
 	flags := d.byte("flags")
-	if flags&^(flagRevoked|flagRotated) != 0 {
+	if flags&^(flagRevoked|flagRotated|flagRegistration) != 0 {
 		return r, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 	r.Revoked = flags&flagRevoked != 0
+	if flags&flagRegistration != 0 {
+		if r.Registration = d.uvarint("registration"); r.Registration == 0 {
+			d.fail("registration")
+		}
+	}
 	if flags&flagRotated != 0 {
 		var t engine.KeyID
 		copy(t[:], d.bytes(len(t), "rotation target"))
