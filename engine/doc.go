@@ -101,9 +101,21 @@
 // TestFindingHugeRateDoesNotPanic, TestFindingClockOutOfRange, FuzzLimits,
 // FuzzAmounts.
 //
+// I10. Deletion and registrations. Delete seals the key's entry for good,
+// writes a deletion record, and only then removes the entry (and a
+// promoted key's forwarding entry): a Consume that loaded the entry waits,
+// looks again, and finds nothing. Every link and the head of a chain carry
+// the chain's registration number (keyState.reg, alias.reg,
+// Record.Registration); following a link checks it, so a name deleted and
+// registered again is never reached by an old chain. Reset, like SetLimits,
+// starts a new origin. Guarded by TestDeleteRacingConsume,
+// TestDeleteInRotationChain, TestDeleteAndRegisterAgain, TestResetExact,
+// TestDeleteChurn.
+//
 // The files, from the bottom up: limit.go and word.go (the arithmetic of one
 // limit, no engine state), lease.go (reservation marks), decision.go,
 // errors.go, store.go (the Store interface and Record), engine.go (the map,
-// Consume, Refund, Status, Close), admin.go (changes), admit.go (requests in
-// flight), commit.go (the committer), recover.go (load and promotion).
+// Consume, Refund, Status, Close), admin.go (changes), lifecycle.go (Delete,
+// Reset, listing, calls by ID), admit.go (requests in flight), stats.go,
+// commit.go (the committer), recover.go (load and promotion).
 package engine
