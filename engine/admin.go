@@ -110,7 +110,7 @@ func (e *Engine) saveRecords(ctx context.Context, recs ...Record) error {
 		if errors.Is(b.err, ErrClosed) {
 			return ErrClosed
 		}
-		return fmt.Errorf("%w: %w", ErrStore, b.err)
+		return wrapStore("", b.err)
 	}
 	return nil
 }
@@ -206,7 +206,7 @@ func (e *Engine) revoke(ctx context.Context, key string) error {
 		return fmt.Errorf("allot: revoked in memory, waiting for the store: %w", ctx.Err())
 	}
 	if b.err != nil {
-		return fmt.Errorf("%w: revoke: %w", ErrStore, b.err)
+		return wrapStore("revoke", b.err)
 	}
 	return nil
 }

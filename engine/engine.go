@@ -427,7 +427,7 @@ func (e *Engine) wait(ctx context.Context, b *batch) error {
 	select {
 	case <-b.done:
 		if b.err != nil && !errors.Is(b.err, ErrClosed) {
-			return fmt.Errorf("%w: %w", ErrStore, b.err)
+			return wrapStore("", b.err)
 		}
 		return b.err
 	case <-ctx.Done():
@@ -945,7 +945,7 @@ func (e *Engine) Close() error {
 	<-e.c.stopped
 	err := e.c.flushErr
 	if cerr := e.store.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("%w: close: %w", ErrStore, cerr)
+		err = wrapStore("close", cerr)
 	}
 	return err
 }

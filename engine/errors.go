@@ -1,6 +1,9 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Sentinel errors. Every error the engine returns matches one of these with
 // errors.Is; the message of a wrapped error adds the detail.
@@ -38,3 +41,25 @@ var (
 	// ErrStore wraps a failure of the engine's Store.
 	ErrStore = errors.New("allot: store failed")
 )
+
+// storeError is a Store's error wrapped in ErrStore. It reads
+// "allot: store failed: <op>: <the store's error>", with the store's own
+// "allot: " prefix left out, so that the prefix appears once; errors.Is
+// matches both ErrStore and the store's error.
+type storeError struct {
+	op  string // "" if none
+	err error
+}
+
+func (e *storeError) Error() string {
+	msg := strings.TrimPrefix(e.err.Error(), "allot: ")
+	if e.op != "" {
+		msg = e.op + ": " + msg
+	}
+	return "allot: store failed: " + msg
+}
+
+func (e *storeError) Unwrap() []error { return []error{ErrStore, e.err} }
+
+// wrapStore wraps err, from the Store, in ErrStore.
+func wrapStore(op string, err error) error { return &storeError{op: op, err: err} }

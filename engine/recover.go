@@ -70,7 +70,7 @@ func (e *Engine) flush(ctx context.Context) error {
 		err = e.store.Save(ctx, recs...)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: flush: %w", ErrStore, err)
+		return wrapStore("flush", err)
 	}
 	return nil
 }
@@ -126,7 +126,7 @@ func (e *Engine) load(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("%w: load: %w", ErrStore, err)
+		return wrapStore("load", err)
 	}
 	e.chains(now)
 	return nil

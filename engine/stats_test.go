@@ -83,3 +83,15 @@ func TestStatsReportStoreFailure(t *testing.T) {
 	require.Contains(t, buf.String(), "level=ERROR")
 	require.False(t, strings.Contains(buf.String(), "secret-key-1"), "no raw key in the log")
 }
+
+// A store's error is wrapped once: "allot: store failed: load: …", with no
+// second "allot: " inside, and errors.Is finds both.
+func TestStoreErrorReadsOnce(t *testing.T) {
+	inner := errors.New("allot: disk unreadable")
+	st := newMemStore()
+	st.loadErr = inner
+	_, err := engine.New(engine.WithStore(st))
+	require.ErrorIs(t, err, engine.ErrStore)
+	require.ErrorIs(t, err, inner)
+	require.Equal(t, "allot: store failed: load: disk unreadable", err.Error())
+}

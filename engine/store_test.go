@@ -16,11 +16,12 @@ import (
 // memStore is a Store in a map, for testing the engine's side of the
 // interface.
 type memStore struct {
-	mu     sync.Mutex
-	recs   map[engine.KeyID]engine.Record
-	saves  int
-	fail   error
-	closed bool
+	mu      sync.Mutex
+	recs    map[engine.KeyID]engine.Record
+	saves   int
+	fail    error
+	loadErr error
+	closed  bool
 }
 
 func newMemStore() *memStore { return &memStore{recs: map[engine.KeyID]engine.Record{}} }
@@ -28,6 +29,9 @@ func newMemStore() *memStore { return &memStore{recs: map[engine.KeyID]engine.Re
 func (s *memStore) Load(_ context.Context, fn func(engine.Record) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.loadErr != nil {
+		return s.loadErr
+	}
 	s.closed = false
 	for _, r := range s.recs {
 		if err := fn(r); err != nil {
