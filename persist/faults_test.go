@@ -33,7 +33,12 @@ import (
 // without a restart, once the fault is gone (where it can be gone); a
 // reopen shows no over-grant.
 
-const faultQuota = 100_000
+// faultQuota is more than the consumers can take: each phase of consuming
+// makes at most consumeCap calls on each goroutine.
+const (
+	faultQuota = 4_000_000
+	consumeCap = 200_000
+)
 
 var faultLimits = []engine.Limit{
 	engine.Credits(faultQuota),
@@ -92,7 +97,7 @@ func (w *workload) consume() {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			for i := c; ; i++ {
+			for i := c; i < c+consumeCap; i++ {
 				select {
 				case <-w.stop:
 					return
@@ -142,6 +147,20 @@ func (w *workload) noBad() {
 	case err := <-w.bad:
 		w.t.Fatalf("a call failed without engine.ErrStore: %v", err)
 	default:
+	}
+}
+
+// serves checks that every fault key with units to spare grants one.
+func (w *workload) serves() {
+	w.t.Helper()
+	for i, l := range faultLimits {
+		if l.Quota() < 1000 {
+			continue // the two-day rate may have no unit left
+		}
+		d, err := w.eng.Consume(ctx, faultKey(i), 1)
+		require.NoError(w.t, err, faultKey(i))
+		require.True(w.t, d.Allowed, faultKey(i))
+		w.granted[i].Add(1)
 	}
 }
 
@@ -351,6 +370,7 @@ func fullDiskChild(t *testing.T, mnt string) {
 
 	// Room again: service resumes at once, without a restart.
 	require.NoError(t, os.Remove(filler))
+	w.serves()
 	w.consume()
 	for i := range 20 {
 		require.NoError(t, w.admin(i), "space is back")
@@ -405,6 +425,7 @@ func fullDiskFallback(t *testing.T) {
 	w.pause()
 	checkDurable(t, dir, granted, start)
 	fs.full.Store(false)
+	w.serves()
 	w.consume()
 	for i := range 20 {
 		require.NoError(t, w.admin(i))
@@ -429,6 +450,11 @@ func TestDirectoryRemoved(t *testing.T) {
 
 func TestDirectoryReadOnly(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
+	t.Cleanup(func() { // a child that died read-only would leave it so
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		_ = exec.Command("chattr", "-i", dir).Run()
+		_ = os.Chmod(dir, 0o700)
+	})
 	lines := runFault(t, "readonly", dir)
 	for _, l := range lines {
 		if strings.HasPrefix(l, "skip ") {
@@ -520,6 +546,7 @@ func directoryChild(t *testing.T, dir, mode string) {
 	// Writable again: service resumes without a restart, and a reopen
 	// shows every acknowledged call and no over-grant.
 	require.NoError(t, undo())
+	w.serves()
 	w.consume()
 	for i := range 10 {
 		require.NoError(t, w.admin(i), "writable again")

@@ -19,10 +19,77 @@
 //     Consume returns.
 //   - Close (through the engine's Close) writes every counter as it is: a
 //     restart after a clean Close loses nothing.
+//   - A kill -9 at any moment, while Open or Close runs included, leaves a
+//     store that the next Open opens at the first try.
 //
 // Keys are stored under their SHA-256 digest; no raw API key reaches the
 // directory. Records carry a format version and a checksum: a damaged or
 // unknown record makes Open fail, it never resets a counter to full.
+//
+// # What Open refuses
+//
+// Open fails, rather than open a store that is not whole:
+//
+//   - ErrLocked: another process, or another Open in this one, holds the
+//     directory (allot.lock, then Badger's LOCK).
+//   - ErrCorrupt, ErrVersion: a file or record cannot be read; or the store
+//     has lost records. Besides Badger's files the directory holds
+//     allot.meta, the store's own metadata: a generation that every Save
+//     moves on and the number of records, which Badger also holds (m/state)
+//     in the same transaction as the records. The meta file is only ever
+//     written after Badger's transaction is durable, so a crash leaves it
+//     behind Badger, never ahead; Open refuses when Badger is behind the
+//     meta file (durable writes are gone: a damaged or deleted MANIFEST,
+//     table or write-ahead file), when Badger holds fewer records than
+//     either count says (tables dropped), when the meta file is missing or
+//     damaged or another store's, and when the MANIFEST is missing (before
+//     Badger would start a new one and delete every table). The error says
+//     what was found, for example "the store holds 0 records at generation
+//     0, allot.meta says 12 records at generation 15". Table files that
+//     Badger drops at Open (not listed in its MANIFEST) are kept in
+//     allot-kept/ until Open has decided; after a refusal they stay there.
+//     WithAcceptLoss opens such a store as it stands.
+//   - ErrNoSpace: the filesystem has no room for a preallocated write-ahead
+//     file (twice Badger's MemTableSize: 32 MiB) and the free-space reserve
+//     (64 MiB and the size of the tables by default): 96 MiB free for a new
+//     store with the defaults.
+//
+// Tables that Badger drops at Open are read before they go: a write in one
+// that the store no longer has (a record that would come back older, which
+// no count shows) is refused too. Damage the checks cannot see: loss
+// confined to the writes of the last 100 ms before a crash (the meta file
+// trails Badger by that much while Saves keep coming; Close and Open bring
+// it up to date).
+//
+// # Faults while it runs
+//
+// Save checks, before Badger writes anything, what Badger itself would turn
+// into the end of the process. Every failure reaches the engine's callers
+// as engine.ErrStore, and writes nothing: no reservation beyond what is
+// durable, so nothing is granted beyond it.
+//
+//   - A full disk: Badger writes through memory maps of sparse files, where
+//     a page the filesystem cannot back is SIGBUS. The store preallocates
+//     each write-ahead file, and Save fails with ErrNoSpace while the free
+//     space is below the reserve (WithFreeSpaceReserve); it goes on by
+//     itself once there is room. Close on a full disk fails with ErrNoSpace
+//     and leaves Badger open (its Close writes a table through a memory
+//     map); call it again once there is room. Another process that fills
+//     the disk while Badger flushes or compacts (in its own goroutines) can
+//     still end the process: keep the disk from filling up.
+//   - A directory that cannot be written (read-only mount, permissions):
+//     ErrUnwritable, until it can be written again.
+//   - A directory removed, moved or replaced, or emptied of its files:
+//     ErrRemoved, for good (the records went with it). Close then leaves
+//     Badger alone (its Close would retry a flush into the missing
+//     directory forever). Lease mode grants what was reserved before, and
+//     nothing more.
+//   - A Badger write that fails anyway (the fault came between the check
+//     and the write, an I/O error): if Badger lost its memtable, its next
+//     write would end the process (log.Fatal); the store looks first, and
+//     fails with ErrFailed until it is closed and opened again.
+//
+// The checks cost a few system calls per Save, some microseconds.
 package persist
 
 import (
@@ -35,6 +102,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/allot-go/allot/engine"
 	"github.com/allot-go/allot/persist/internal/codec"
@@ -63,6 +131,7 @@ type Store struct {
 	id        [16]byte
 	failNext  int   // tests only: fail the next Save before (1) or after (2) it commits
 	skipGuard bool  // tests only: no checks of the directory and the free space in Save
+	accepted  bool  // Open accepted a loss (WithAcceptLoss)
 	valueMax  int64 // the value threshold, less the key: larger records are refused
 
 	meta   *metaFile
@@ -202,8 +271,7 @@ func (s *Store) open(bo badger.Options) error {
 			return err
 		}
 	}
-	kept, err := keepOrphans(dir, mf)
-	if err != nil {
+	if _, err := keepOrphans(dir, mf); err != nil {
 		return err
 	}
 	// A kill while Badger creates a file can leave it zero-length: a .mem
@@ -222,17 +290,21 @@ func (s *Store) open(bo badger.Options) error {
 	s.db = db
 	err = s.g.afterOpen(dir)
 	if err == nil {
-		err = s.check(meta, slot, haveMeta, kept)
+		err = s.check(meta, slot, haveMeta)
 	}
 	if err != nil {
 		_ = db.Close()
 		s.db = nil
 		return err
 	}
-	for _, k := range kept {
-		_ = os.Remove(k)
+	// Kept files are leftovers of crashes (or of damage accepted): they go.
+	if files, _ := os.ReadDir(filepath.Join(dir, keptDir)); len(files) > 0 {
+		if s.accepted {
+			_ = os.Rename(filepath.Join(dir, keptDir), filepath.Join(dir, fmt.Sprintf("allot-lost-%d", time.Now().Unix())))
+		} else {
+			_ = os.RemoveAll(filepath.Join(dir, keptDir))
+		}
 	}
-	_ = os.Remove(filepath.Join(dir, keptDir)) // if empty
 	s.metaW, s.stopW, s.doneW = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go s.metaWriter()
 	return nil
@@ -289,7 +361,7 @@ func badgerFile(err error) string {
 // meta.go). It creates the meta file of a new store, or of one written
 // before there was a meta file, and brings the meta file up to Badger's
 // generation.
-func (s *Store) check(meta metaState, slot int, haveMeta bool, kept []string) error {
+func (s *Store) check(meta metaState, slot int, haveMeta bool) error {
 	var (
 		format             []byte
 		id                 []byte
@@ -338,14 +410,13 @@ func (s *Store) check(meta metaState, slot int, haveMeta bool, kept []string) er
 	if id != nil && len(id) != len(s.id) {
 		return fmt.Errorf("%w: m/id of %d bytes", ErrCorrupt, len(id))
 	}
-	accepted := false
 	lost := func(what string, args ...any) error {
 		msg := fmt.Sprintf(what, args...)
 		if files, _ := os.ReadDir(filepath.Join(s.dir, keptDir)); len(files) > 0 {
 			msg += fmt.Sprintf("; %d files that Badger dropped or cut are kept in %s", len(files), filepath.Join(s.dir, keptDir))
 		}
 		if s.opts.acceptLoss {
-			accepted = true
+			s.accepted = true
 			s.warn("opening the store as it stands (WithAcceptLoss)", "dir", s.dir, "damage", msg)
 			return nil
 		}
@@ -374,6 +445,19 @@ func (s *Store) check(meta metaState, slot int, haveMeta bool, kept []string) er
 			return err
 		}
 	}
+	// The tables Badger dropped (this time, or at an Open that refused):
+	// a write in one that the store no longer has is a record lost or
+	// come back older, which no count shows.
+	kept, _ := filepath.Glob(filepath.Join(s.dir, keptDir, "*.sst"))
+	newer, table, err := newerInOrphans(s.db, kept)
+	if err != nil {
+		return err
+	}
+	if newer > 0 {
+		if err := lost("records lost (MANIFEST damaged): %d writes in table files that Badger dropped because its MANIFEST no longer lists them (%s among them) are newer than what the store holds", newer, table); err != nil {
+			return err
+		}
+	}
 	s.count = uint64(s.keys.n)
 	switch {
 	case id != nil:
@@ -383,7 +467,7 @@ func (s *Store) check(meta metaState, slot int, haveMeta bool, kept []string) er
 	default:
 		s.id = newStoreID()
 	}
-	fresh := !haveMeta || !haveState || id == nil || accepted
+	fresh := !haveMeta || !haveState || id == nil || s.accepted
 	if fresh {
 		// A new store, one written before there was a meta file, or one
 		// accepted as it stands: the meta file first (at generation 0,
@@ -432,10 +516,19 @@ func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
 	return item.ValueCopy(nil)
 }
 
+// metaEvery is the least time between two writes of the meta file while
+// Saves keep coming: each is a sync of its own, and syncing it after every
+// Save cost about as much again as the Saves themselves on a busy disk.
+const metaEvery = 100 * time.Millisecond
+
 // metaWriter brings the meta file up to the newest durable state, in the
-// background: Save does not wait for it. Close writes the last state itself.
+// background: Save does not wait for it. It trails Badger by the Saves of
+// the last metaEvery at most (damage confined to those, after a crash,
+// cannot be told from a crash); Open and Close write it themselves.
 func (s *Store) metaWriter() {
 	defer close(s.doneW)
+	pause := time.NewTimer(0)
+	defer pause.Stop()
 	for {
 		select {
 		case <-s.metaW:
@@ -451,6 +544,12 @@ func (s *Store) metaWriter() {
 		s.metaMu.Unlock()
 		if err != nil {
 			s.warn("writing the meta file", "file", metaName, "err", err)
+		}
+		pause.Reset(metaEvery)
+		select {
+		case <-pause.C:
+		case <-s.stopW:
+			return
 		}
 	}
 }

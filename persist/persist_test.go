@@ -171,12 +171,15 @@ func TestSecondOpenIsLocked(t *testing.T) {
 }
 
 // Damage to any file of a store is an error at Open or Load, never a panic,
-// and never a key lost or back at full quota: each damaged copy either
-// opens with every record as it was, or is refused with an error that names
-// the damage (ErrCorrupt or ErrVersion). Each kind of file of a closed
-// store and of a store copied while running (as a crash leaves it) is
-// truncated at several lengths and has bytes flipped at several places,
-// each in a copy of its own.
+// and never a key lost or back at a larger balance: each damaged copy
+// either opens with every record as it was, or is refused with an error
+// that names the damage (ErrCorrupt or ErrVersion). The store has lived
+// two sessions: the first closed (its records in a table), the second
+// spent more and registered more. Each kind of file of the store closed
+// after the second session, and of the store copied while the second ran
+// (as a crash leaves it: a table, and newer writes in the write-ahead
+// file), is truncated at several lengths and has bytes flipped at several
+// places, each in a copy of its own.
 func TestDamagedFiles(t *testing.T) {
 	const keys = 200
 	// A memtable of 1 MiB: the write-ahead file of the running copy is
@@ -193,15 +196,42 @@ func TestDamagedFiles(t *testing.T) {
 		_, _ = eng.Consume(ctx, k, 60)
 	}
 	require.NoError(t, eng.Revoke(ctx, "key-7"))
+	require.NoError(t, eng.Close())
+	// The second session: keys 0 to 99 spend 10 more (a record of them
+	// back at the first session's state is a loss), 20 keys are new.
+	st, err = persist.Open(closed, small)
+	require.NoError(t, err)
+	eng, err = engine.New(engine.WithStore(st))
+	require.NoError(t, err)
+	for i := range keys / 2 {
+		d, err := eng.Consume(ctx, fmt.Sprint("key-", i), 10)
+		require.NoError(t, err)
+		require.True(t, d.Allowed || i == 7)
+	}
+	for i := keys; i < keys+20; i++ {
+		require.NoError(t, eng.Register(ctx, fmt.Sprint("key-", i), engine.Credits(100)))
+	}
 	// The running copy is taken with nothing in flight: every reservation
 	// round came before this registration's, and the meta file is up to
 	// date (it trails Badger by the Saves of the last moment otherwise).
 	require.NoError(t, eng.Register(ctx, "last", engine.Credits(1)))
 	require.NoError(t, st.SyncMetaForTest())
 	running := t.TempDir()
-	require.NoError(t, os.CopyFS(running, os.DirFS(closed))) // before Close: .mem and an unflushed WAL
+	require.NoError(t, os.CopyFS(running, os.DirFS(closed))) // before Close: a table, .mem with newer writes
 	require.NoError(t, eng.Close())
-	var trials, refused, whole, lossy int
+	// whole says whether key k is as the second session left it.
+	whole := func(k int, s engine.Status) bool {
+		switch {
+		case s.Revoked != (k == 7):
+			return false
+		case k < keys/2 && k != 7:
+			return s.Limits[0].Remaining <= 30
+		case k < keys:
+			return s.Limits[0].Remaining <= 40
+		}
+		return true
+	}
+	var trials, refused, opened, lossy int
 	reasons := map[string]int{}
 	for _, base := range []string{closed, running} {
 		entries, err := os.ReadDir(base)
@@ -255,9 +285,9 @@ func TestDamagedFiles(t *testing.T) {
 					continue
 				}
 				lost := 0
-				for k := range keys {
+				for k := range keys + 20 {
 					s, err := e.Status(fmt.Sprint("key-", k))
-					if errors.Is(err, engine.ErrUnknownKey) || (err == nil && (s.Limits[0].Remaining > 40 || s.Revoked != (k == 7))) {
+					if errors.Is(err, engine.ErrUnknownKey) || (err == nil && !whole(k, s)) {
 						lost++
 						continue
 					}
@@ -270,13 +300,13 @@ func TestDamagedFiles(t *testing.T) {
 					lossy++
 					t.Errorf("%s: opened with %d keys lost or back at a larger balance", what, lost)
 				} else {
-					whole++
+					opened++
 				}
 				require.NoError(t, e.Close())
 			}
 		}
 	}
-	t.Logf("%d damaged copies: %d opened with every record, %d refused with an error that names the damage, %d opened with records lost; 0 panics", trials, whole, refused, lossy)
+	t.Logf("%d damaged copies: %d opened with every record, %d refused with an error that names the damage, %d opened with records lost; 0 panics", trials, opened, refused, lossy)
 	for r, n := range reasons {
 		t.Logf("  refused %3d: %s", n, r)
 	}

@@ -1,15 +1,18 @@
 package persist
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/fb"
+	badgeropts "github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/pb"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
@@ -117,6 +120,69 @@ func keepOrphans(dir string, mf manifest) ([]string, error) {
 		}
 	}
 	return made, nil
+}
+
+// newerInOrphans reads the kept tables (those Badger dropped at Open, not
+// listed in its MANIFEST) and counts the writes in them that the open store
+// does not have, at their version or a newer one. After a crash such a
+// table is a flush or compaction that did not finish: its writes are also
+// in the write-ahead file, or in the tables it came from, and the count is
+// 0. After damage to the MANIFEST it is a table the store lost: a record
+// in it comes back older or not at all, which the record count alone does
+// not show. A table that is not whole (a crash while it was written) is
+// skipped: its writes are in the write-ahead file still.
+func newerInOrphans(db *badger.DB, kept []string) (newer int, table string, err error) {
+	for _, k := range kept {
+		if !strings.HasSuffix(k, ".sst") || checkTable(k) != nil {
+			continue
+		}
+		n, err := newerIn(db, k)
+		if err != nil {
+			return 0, "", fmt.Errorf("%w: reading the dropped table %s: %v", ErrCorrupt, filepath.Base(k), err)
+		}
+		if n > 0 {
+			newer, table = newer+n, filepath.Base(k)
+		}
+	}
+	return newer, table, nil
+}
+
+func newerIn(db *badger.DB, path string) (newer int, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("unreadable: %v", p)
+		}
+	}()
+	data, err := os.ReadFile(path) // in memory: releasing a table opened from its file would delete the file
+	if err != nil {
+		return 0, err
+	}
+	t, err := table.OpenInMemoryTable(data, 0, &table.Options{Compression: badgeropts.None, ChkMode: badgeropts.NoVerification})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = t.DecrRef() }()
+	it := t.NewIterator(0)
+	defer func() { _ = it.Close() }()
+	err = db.View(func(txn *badger.Txn) error {
+		for it.Rewind(); it.Valid(); it.Next() {
+			key, version := y.ParseKey(it.Key()), y.ParseTs(it.Key())
+			if bytes.HasPrefix(key, []byte("!badger!")) {
+				continue
+			}
+			item, err := txn.Get(bytes.Clone(key))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				newer++
+			case err != nil:
+				return err
+			case item.Version() < version:
+				newer++
+			}
+		}
+		return nil
+	})
+	return newer, err
 }
 
 func checkTable(path string) (err error) {
