@@ -346,7 +346,7 @@ func TestLinearizableChains(t *testing.T) {
 	lo := engine.LeaseOptions{MinChunk: 2, MaxChunk: 8}
 	bound := lo.MaxChunk + 3 // a reservation grows to cover the request that needs it
 	const groups = 3
-	var illegal, unknown, ops, cut int
+	var illegal, ops, cut int
 	for h := range n {
 		r := rand.New(rand.NewPCG(uint64(h), 7))
 		rec := &recorder{}
@@ -415,15 +415,11 @@ func TestLinearizableChains(t *testing.T) {
 		_ = eng.Close()
 		ops += len(rec.ops)
 		model := chModel(bound)
-		res, _ := porcupine.CheckOperationsVerbose(model, rec.ops, time.Minute)
-		switch res {
-		case porcupine.Illegal:
+		// No time-out, as in TestLinearizable.
+		if !porcupine.CheckOperations(model, rec.ops) {
 			illegal++
 			t.Errorf("history %d (crash %v) is not linearizable", h, crash)
-		case porcupine.Unknown:
-			unknown++
 		}
 	}
-	t.Logf("%d histories (%d operations, half across a crash with a round held: %d cut one): %d illegal, %d unknown", n, ops, cut, illegal, unknown)
-	require.Zero(t, unknown, "the checker timed out")
+	t.Logf("%d histories (%d operations, half across a crash with a round held: %d cut one): %d illegal", n, ops, cut, illegal)
 }

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/allot-go/allot/engine"
 	"github.com/anishathalye/porcupine"
@@ -194,7 +193,7 @@ func TestLinearizable(t *testing.T) {
 	n := histories(t)
 	lo := engine.LeaseOptions{MinChunk: 2, MaxChunk: 8}
 	bound := lo.MaxChunk + 3 // a reservation grows to cover the request that needs it
-	var illegal, unknown, ops int
+	var illegal, ops int
 	for h := range n {
 		r := rand.New(rand.NewPCG(uint64(h), 99))
 		keys := []string{"k0", "k1", "k2", "k3"}
@@ -233,9 +232,10 @@ func TestLinearizable(t *testing.T) {
 		_ = eng.Close()
 		ops += len(rec.ops)
 		model := linModel(bound)
-		res, info := porcupine.CheckOperationsVerbose(model, rec.ops, time.Minute)
-		switch res {
-		case porcupine.Illegal:
+		// No time-out: a checker that gives up under CPU load would fail
+		// the test for the machine's sake; go test's own deadline bounds it.
+		if !porcupine.CheckOperations(model, rec.ops) {
+			_, info := porcupine.CheckOperationsVerbose(model, rec.ops, 0)
 			illegal++
 			dir := filepath.Join("testdata", "output")
 			_ = os.MkdirAll(dir, 0o755)
@@ -243,12 +243,9 @@ func TestLinearizable(t *testing.T) {
 			_ = porcupine.VisualizePath(model, info, path)
 			dump(filepath.Join(dir, fmt.Sprintf("linearizability-%d.txt", h)), model, rec.ops)
 			t.Errorf("history %d (crash %v) is not linearizable: see %s", h, crash, path)
-		case porcupine.Unknown:
-			unknown++
 		}
 	}
-	t.Logf("%d histories (%d operations, half across a crash): %d illegal, %d unknown", n, ops, illegal, unknown)
-	require.Zero(t, unknown, "the checker timed out")
+	t.Logf("%d histories (%d operations, half across a crash): %d illegal", n, ops, illegal)
 }
 
 // dump writes the operations of each illegal key, by call time, for reading.
