@@ -182,9 +182,12 @@ func TestSecondOpenIsLocked(t *testing.T) {
 // places, each in a copy of its own.
 func TestDamagedFiles(t *testing.T) {
 	const keys = 200
-	// A memtable of 1 MiB: the write-ahead file of the running copy is
-	// 2 MiB, not 32, and each copy is quick to make.
-	small := persist.WithBadgerOptions(func(o badger.Options) badger.Options { return o.WithMemTableSize(1 << 20) })
+	// A memtable of 1 MiB and value log files of 1 MiB: the write-ahead file
+	// and the value log of the running copy are 2 MiB each, not 32, and
+	// each copy is quick to make.
+	small := persist.WithBadgerOptions(func(o badger.Options) badger.Options {
+		return o.WithMemTableSize(1 << 20).WithValueLogFileSize(1 << 20)
+	})
 	closed := t.TempDir()
 	st, err := persist.Open(closed, small)
 	require.NoError(t, err)
