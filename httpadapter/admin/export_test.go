@@ -14,3 +14,12 @@ func Routes() []Route {
 
 // NewKey is the key generator of register and rotate.
 var NewKey = newKey
+
+// Codes returns every problem code the handler may answer.
+func Codes() []string {
+	out := []string{codeUnauthorized, codeForbidden, codeNotFound, codeMethod, codeTooLarge, codeMediaType, codeBadRequest, codeUnavailable, codeInternal}
+	for _, m := range engineErrors {
+		out = append(out, m.code)
+	}
+	return out
+}
