@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"strconv"
 	"testing"
 )
 
@@ -75,7 +76,12 @@ const probeKeys = 1000
 // the caller's b.N and before the caller's timer is reset.
 func probeSpread(b *testing.B, im impl) {
 	b.Helper()
-	keys := names(probeKeys)
+	// Names of their own: a Redis state lives outside the process, and
+	// the probe's must not overwrite (or, closed, delete) the live one's.
+	keys := make([]string, probeKeys)
+	for i := range keys {
+		keys[i] = "probe-" + strconv.Itoa(i)
+	}
 	seq := make([]int32, seqLen)
 	for i := range seq {
 		seq[i] = int32(i % probeKeys)

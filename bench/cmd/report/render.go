@@ -85,19 +85,6 @@ var limitOf = map[string]string{
 	"redis-rate":     "GCRA (Lua)",
 }
 
-// peers are the in-memory libraries allot is compared with, in any kind.
-var peers = func() []string {
-	var out []string
-	for _, k := range kinds {
-		for _, p := range k.peers {
-			if !slices.Contains(out, p) {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
-}()
-
 func isRedis(impl string) bool { return strings.HasPrefix(impl, "redis-") }
 
 // renderReport writes RESULTS.md and the charts from results/.
@@ -235,11 +222,13 @@ func renderReport() error {
 	}
 
 	if len(rr) > 0 {
+		top := d.procs[len(d.procs)-1]
 		p("## Redis\n\n")
-		p("The naive design moved to Redis (`DECR`, a result below zero is a denial: a counter like allot's Credits) and " +
-			"go-redis/redis_rate (GCRA in Lua, like allot's Rate), on a local redis-server (no persistence), 64 requests in " +
-			"flight; beside each, allot's key of the same kind in process with 64 goroutines, from results/raw.txt (another run).\n\n")
-		p("| dist | state | impl | ns/op | allot row | allot ns/op (64 goroutines) | impl ÷ allot |\n|---|---|---|---:|---|---:|---:|\n")
+		p("The naive design moved to Redis (`DECR`, a result below zero is a denial: a counter like allot's Credits) and "+
+			"go-redis/redis_rate (GCRA in Lua, like allot's Rate), on a local redis-server (no persistence), 64 requests in "+
+			"flight; beside each, allot's key of the same kind in process, from results/raw.txt (another run) at its largest "+
+			"`-cpu`, %d goroutines (64 if that run had it).\n\n", top)
+		p("| dist | state | impl | ns/op | allot row | allot ns/op (%d goroutines) | impl ÷ allot |\n|---|---|---|---:|---|---:|---:|\n", top)
 		for _, dist := range dists {
 			for _, state := range states {
 				for _, impl := range red.impls {
@@ -257,7 +246,7 @@ func renderReport() error {
 					if impl == "redis-rate" {
 						row = "allot-rate"
 					}
-					a, ok := d.ns(row, dist, state, 64)
+					a, ok := d.ns(row, dist, state, top)
 					ax, rx := "–", "–"
 					if ok {
 						ax, rx = fmtNs(a), fmt.Sprintf("%.0f×", v/a)
@@ -670,7 +659,7 @@ func chart(d *dataset, dist, state, path string) (bool, error) {
 			ticks = append(ticks, plot.Tick{Value: float64(pr), Label: strconv.Itoa(pr)})
 		}
 		pl.X.Tick.Marker = plot.ConstantTicks(ticks)
-		pl.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		pl.Y.Tick.Marker = ticks125{}
 		grid := plotter.NewGrid()
 		grid.Vertical.Color = color.Gray{Y: 220}
 		grid.Horizontal.Color = color.Gray{Y: 220}
@@ -726,4 +715,26 @@ func chart(d *dataset, dist, state, path string) (bool, error) {
 		return false, err
 	}
 	return true, f.Close()
+}
+
+// ticks125 labels a log axis at 1, 2 and 5 times each power of ten, so that
+// a panel spanning less than a decade still has labels (at powers of ten
+// only when it spans more than three).
+type ticks125 struct{}
+
+func (ticks125) Ticks(lo, hi float64) []plot.Tick {
+	var out []plot.Tick
+	ms := []float64{1, 2, 5}
+	if hi > 1000*lo { // a wide axis: powers of ten only
+		ms = ms[:1]
+	}
+	for e := math.Floor(math.Log10(lo)); math.Pow(10, e) <= hi; e++ {
+		for _, m := range ms {
+			v := m * math.Pow(10, e)
+			if v >= lo && v <= hi {
+				out = append(out, plot.Tick{Value: v, Label: fmtNs(v)})
+			}
+		}
+	}
+	return out
 }
