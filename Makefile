@@ -79,10 +79,15 @@ bench-persist:
 clean:
 	$(GO) clean -testcache
 
-## bench: allot beside the floors, the naive map and its peers (x/time/rate,
-## go-limiter, ulule, throttled), in the nested module bench/: -cpu=1,2,8,64,
-## raw output in bench/results/raw.txt, report in bench/RESULTS.md, charts in
-## bench/results/. Override with BENCH_COUNT, BENCHTIME, BENCH_CPU.
+## bench: allot beside the floors (CAS; map lookup + CAS, with and without a
+## clock read; xsync.MapOf lookup + CAS), the naive map and its peers
+## (x/time/rate, go-limiter, ulule, throttled), with a key of each limit kind
+## (Credits, Rate, PerWindow, two limits) beside the peers of that kind, in
+## the nested module bench/: -cpu=1,2,8,64, raw output in
+## bench/results/raw.txt, report in bench/RESULTS.md, charts in
+## bench/results/. Over an hour on 2 cores; a reduced run:
+##   make bench BENCH_CPU=1,2,8 BENCH_COUNT=3 BENCHTIME=500ms
+## Override with BENCH_COUNT, BENCHTIME, BENCH_CPU.
 BENCH_COUNT ?= 5
 BENCHTIME ?= 1s
 BENCH_CPU ?= 1,2,8,64

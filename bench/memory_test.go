@@ -9,17 +9,20 @@ import (
 const memKeys = 1_000_000
 
 // memImpls are the stores BenchmarkMemory weighs: allot's memory-only
-// engine, a map[string]*paddedCounter holding the same state (the floor's
-// map, 64 bytes a key plus the map), the naive map[string]int64, and the
-// peers' in-memory stores. (The persisted engine's Badger tables live
+// engine (keys with one Credits limit, and keys with two limits), a
+// map[string]*paddedCounter holding the same state (the floor's map, 64
+// bytes a key plus the map), the same in an xsync.MapOf, the naive
+// map[string]int64, and the peers' in-memory stores. (The persisted engine's Badger tables live
 // mostly outside the Go heap, and Redis in another process.)
 var memImpls = []struct {
 	name string
 	im   string // the implementation whose allow-path state is weighed
 }{
 	{"map", "floor"},
+	{"xsync", "xsync"},
 	{"naive", "naive"},
 	{"allot", "allot"},
+	{"allot-multi", "allot-multi"},
 	{"xrate", "xrate"},
 	{"golimiter", "golimiter"},
 	{"ulule", "ulule"},
@@ -65,7 +68,7 @@ func weigh(b *testing.B, name string) [2]float64 {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	b.ResetTimer()
-	st, done := im.build(b, keys, false)
+	st, done := im.build(b, keys, allow)
 	b.StopTimer()
 	runtime.GC()
 	runtime.GC()

@@ -95,24 +95,77 @@ func distinct(s []int32) int {
 }
 
 // walker hands each goroutine of a RunParallel its own starting point in
-// the shared sequence, and adds up what was granted.
+// the shared sequence, and adds up what was granted. A goroutine counts
+// its position up from its start and reads the sequence at position &
+// seqMask; it hands back where it started and ended (finish), so that the
+// keys a run really reached can be counted.
 type walker struct {
 	seq     []int32
 	keys    []string
 	off     atomic.Uint32
 	granted atomic.Int64
+
+	mu    sync.Mutex
+	spans [][2]int // start and end position of each goroutine
 }
+
+const seqMask = seqLen - 1
 
 func (w *walker) start() int { return int(w.off.Add(7919)*104729) % seqLen }
 
+// finish records that a goroutine walked from position start to end and
+// was granted n calls.
+func (w *walker) finish(start, end int, n int64) {
+	w.granted.Add(n)
+	w.mu.Lock()
+	w.spans = append(w.spans, [2]int{start, end})
+	w.mu.Unlock()
+}
+
+// calls returns the number of calls the goroutines made.
+func (w *walker) calls() int {
+	n := 0
+	for _, sp := range w.spans {
+		n += sp[1] - sp[0]
+	}
+	return n
+}
+
+// reached returns the number of distinct keys of the spans walked.
+func (w *walker) reached() int {
+	seen := make([]bool, len(w.keys))
+	n := 0
+	mark := func(part []int32) {
+		for _, k := range part {
+			if !seen[k] {
+				seen[k] = true
+				n++
+			}
+		}
+	}
+	for _, sp := range w.spans {
+		lo, calls := sp[0]&seqMask, sp[1]-sp[0]
+		switch {
+		case calls >= seqLen:
+			mark(w.seq)
+		case lo+calls <= seqLen:
+			mark(w.seq[lo : lo+calls])
+		default:
+			mark(w.seq[lo:])
+			mark(w.seq[:lo+calls-seqLen])
+		}
+	}
+	return n
+}
+
 // check verifies that an implementation granted what it should: every call
 // on the allow path, none on the deny path.
-func check(b *testing.B, deny bool, granted int64) {
+func check(b *testing.B, p path, granted int64) {
 	b.Helper()
-	if deny && granted != 0 {
+	if p == deny && granted != 0 {
 		b.Fatalf("deny path granted %d of %d", granted, b.N)
 	}
-	if !deny && granted != int64(b.N) {
+	if p == allow && granted != int64(b.N) {
 		b.Fatalf("allow path granted %d of %d", granted, b.N)
 	}
 }
@@ -195,8 +248,8 @@ func parallel(n, count int, f func(i int) error) error {
 	return first
 }
 
-func stateID(impl string, d dist, deny bool) string {
-	return fmt.Sprint(impl, "/", d.name, "/", deny)
+func stateID(impl string, d dist, p path) string {
+	return fmt.Sprint(impl, "/", d.name, "/", p)
 }
 
 // skipBig reports whether the 1M-key sets are to be skipped, for a quick

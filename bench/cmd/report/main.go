@@ -279,6 +279,30 @@ func readResults(name string) ([]result, error) {
 	return parse(f)
 }
 
+// readProbes returns, for each implementation, the message of its spread
+// probe (BenchmarkContention logs it under the benchmark's name):
+//
+//	--- BENCH: BenchmarkContention/impl=allot/dist=hot/state=allow-2
+//	    contention_test.go:43: spread probe: 100 calls reached 100 distinct keys, granted once each
+func readProbes(name string) map[string]string {
+	out := map[string]string{}
+	b, err := os.ReadFile(filepath.Join(resultsDir, name))
+	if err != nil {
+		return out
+	}
+	impl := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "--- BENCH: BenchmarkContention/impl="); ok {
+			impl, _, _ = strings.Cut(rest, "/")
+			continue
+		}
+		if _, msg, ok := strings.Cut(l, "spread probe: "); ok && impl != "" {
+			out[impl] = strings.TrimSpace(msg)
+		}
+	}
+	return out
+}
+
 func readMeta(name string) []string {
 	b, err := os.ReadFile(filepath.Join(resultsDir, name))
 	if err != nil {

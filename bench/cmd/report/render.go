@@ -23,9 +23,67 @@ import (
 var (
 	dists  = []string{"hot", "uniform1k", "zipf1m"}
 	states = []string{"allow", "deny"}
-	// peers are the in-memory libraries allot is compared with.
-	peers = []string{"xrate", "golimiter", "ulule", "throttled"}
 )
+
+// kind is a limit kind the report compares like with like: allot's row for
+// it, the peers' rows that enforce the same kind, and the floor its
+// ratios are taken to.
+type kind struct {
+	name  string
+	allot string
+	peers []string
+	what  string // what allot's keys and the peers' rows hold
+}
+
+var kinds = []kind{
+	{"Credits", "allot", []string{"xrate", "golimiter", "ulule", "throttled"},
+		"allot: one `Credits` limit per key (a balance that never refills; it reads no clock). " +
+			"No peer has a balance: each peer's row is its own limiter (below) with figures that never run out " +
+			"on the allow path and never refill within the run on the deny path, so these rows compare allot's " +
+			"cheapest kind with limiters that read the clock."},
+	{"Rate", "allot-rate", []string{"xrate", "golimiter", "throttled"},
+		"allot: one `Rate` limit per key (GCRA; it reads the clock, as the peers do): 10^9 a second with a " +
+			"burst of 2^40 on the allow path, one per 10 years (`MaxRateSpan`) with a burst of 1, used, on the deny path. " +
+			"Peers: x/time/rate (a token bucket per key, 10^9 a second, burst 2^40), throttled (GCRA, the same figures) " +
+			"and go-limiter's memorystore, which calls itself a token bucket but fills the whole bucket at each " +
+			"interval tick since the bucket's creation (a window per key; 2^62 an hour)."},
+	{"PerWindow", "allot-window", []string{"ulule", "golimiter"},
+		"allot: one `PerWindow` limit per key (a fixed window aligned to the epoch; it reads the clock): " +
+			"2^32-1 an hour on the allow path, 1 per century, used, on the deny path. Peers: ulule/limiter's memory " +
+			"store (a fixed window from a key's first hit, 2^62 an hour) and go-limiter (a window per bucket, as above)."},
+	{"Multi-limit", "allot-multi", []string{"xrate-pair", "golimiter-pair", "ulule-pair", "throttled-pair"},
+		"allot: a key with two limits, an hourly `PerWindow` and the `Rate` above, taken from both in one step " +
+			"(under the key's mutex). No peer has a key with several limits; the honest comparison is two of its " +
+			"limiters per key checked in sequence, the rate first, then the window (x/time/rate: two Limiters in " +
+			"one map value; the others: two stores), stopping at the first denial. On the deny path the window is " +
+			"used up, so both are checked, as allot checks both. Checked in sequence, a call the second limiter " +
+			"denies has already been counted by the first; allot takes from both limits or from neither."},
+}
+
+// limitOf says what each row enforces, for the "limit" column.
+var limitOf = map[string]string{
+	"cas":            "one counter, no key",
+	"floor":          "floor",
+	"floor-clock":    "floor + clock read",
+	"xsync":          "floor in xsync.MapOf",
+	"naive":          "credits (check, then decrement)",
+	"allot":          "Credits",
+	"allot-lease":    "Credits, Badger, lease",
+	"allot-exact":    "Credits, Badger, exact",
+	"allot-rate":     "Rate, GCRA",
+	"allot-window":   "PerWindow, hour",
+	"allot-multi":    "PerWindow hour + Rate",
+	"xrate":          "token bucket",
+	"golimiter":      "window per bucket",
+	"ulule":          "fixed window",
+	"throttled":      "GCRA",
+	"xrate-pair":     "2 token buckets in sequence",
+	"golimiter-pair": "2 buckets in sequence",
+	"ulule-pair":     "2 windows in sequence",
+	"throttled-pair": "2 GCRA in sequence",
+	"redis-decr":     "DECR counter",
+	"redis-rate":     "GCRA (Lua)",
+}
 
 func isRedis(impl string) bool { return strings.HasPrefix(impl, "redis-") }
 
@@ -87,34 +145,56 @@ func renderReport() error {
 		p("| samples per configuration | %d |\n", n)
 	}
 	p("\n```sh\ncd bench\n%s\n```\n\n", strings.Join(cmds, "\n"))
-	p("ns/op is the time per Consume (or the peer's equivalent) with as many goroutines as GOMAXPROCS (`-cpu`), " +
-		"all on the same key sequence; the numbers below are medians. On a machine with fewer cores than goroutines the " +
-		"higher `-cpu` values show oversubscription, not parallel speed-up.\n\n")
+	method(&w, d, cmds)
+	spread(&w, d, readProbes(rawFile))
 
-	p("## allot against the others\n\n")
-	p("### allot against the fastest in-memory peer\n\n")
-	p("The fastest of %s, ns/op of that peer ÷ ns/op of allot (above 1: allot is faster).\n\n", strings.Join(peers, ", "))
-	ratioTable(&w, d, func(dist, state string, procs int) string {
-		a, ok := d.ns("allot", dist, state, procs)
-		if !ok {
-			return "–"
-		}
-		best, bestName := math.Inf(1), ""
-		for _, peer := range peers {
-			if v, ok := d.ns(peer, dist, state, procs); ok && v < best {
-				best, bestName = v, peer
+	p("## allot against the others, limit kind by limit kind\n\n")
+	p("Each table compares allot's key of one limit kind with the peers' limiters of the same kind, in the same run " +
+		"and on the same key sequence: ns/op of the fastest of those peers ÷ ns/op of allot (above 1: allot is faster), " +
+		"with that peer and its ns/op.\n\n")
+	for _, k := range kinds {
+		p("### %s key: allot (`%s`) against the fastest of %s\n\n", k.name, k.allot, strings.Join(k.peers, ", "))
+		p("%s\n\n", k.what)
+		ratioTable(&w, d, func(dist, state string, procs int) string {
+			a, ok := d.ns(k.allot, dist, state, procs)
+			if !ok {
+				return "–"
 			}
+			best, bestName := math.Inf(1), ""
+			for _, peer := range k.peers {
+				if v, ok := d.ns(peer, dist, state, procs); ok && v < best {
+					best, bestName = v, peer
+				}
+			}
+			if bestName == "" {
+				return "–"
+			}
+			return fmt.Sprintf("%.2f× (%s %s)", best/a, bestName, fmtNs(best))
+		})
+	}
+
+	p("### allot against the floors, every limit kind\n\n")
+	p("ns/op ÷ ns/op of the floor (a lookup in a read-only `map[string]*T` plus a CAS on the key's padded counter; " +
+		"1 is the floor). `floor-clock` is the floor with a read of the monotonic clock before the CAS: the least a " +
+		"limiter that reads the clock must do (allot's Rate, PerWindow and multi-limit keys, and every peer); on this " +
+		"virtual machine the clock read is a large part of it. `xsync` is the floor with `xsync.MapOf` in place of the map.\n\n")
+	floorRows := []string{"floor-clock", "xsync", "allot", "allot-rate", "allot-window", "allot-multi"}
+	multiRatioTable(&w, d, floorRows, func(impl string) string {
+		if impl == "floor-clock" || impl == "xsync" {
+			return impl
 		}
-		if bestName == "" {
-			return "–"
-		}
-		return fmt.Sprintf("%.2f× (%s %s)", best/a, bestName, fmtNs(best))
-	})
-	p("### allot against the floor\n\n")
-	p("ns/op of allot ÷ ns/op of the floor (a read-only map lookup plus a CAS on a padded counter; 1 is the floor).\n\n")
-	ratioTable(&w, d, ratio(d, "allot", "floor"))
-	p("### The cost of persistence\n\n")
-	p("ns/op of allot with a Badger store ÷ ns/op of the memory-only engine: lease mode (the default), then exact mode " +
+		return fmt.Sprintf("%s (%s)", impl, limitOf[impl])
+	}, "floor")
+
+	p("### The key map: xsync.MapOf against the floor and shard.Map\n\n")
+	p("The same padded counter and CAS behind three lookups: the floor's read-only Go map (which cannot take a new key " +
+		"while it is read), `github.com/puzpuzpuz/xsync/v3` v3.5.1 `MapOf.Load` (a concurrent map, lock-free reads), " +
+		"and allot's own `Consume` of a Credits key, whose `shard.Map` lookup (lock-free reads, one cache line per " +
+		"key) is most of its cost. ns/op, and ÷ the floor in brackets.\n\n")
+	xsyncTable(&w, d)
+
+	p("### The cost of persistence (Credits keys)\n\n")
+	p("ns/op of allot with a Badger store ÷ ns/op of the memory-only engine, both with one Credits limit per key: lease mode (the default), then exact mode " +
 		"(every grant durable before Consume returns; group commit).\n\n")
 	p("Lease mode:\n\n")
 	ratioTable(&w, d, ratio(d, "allot-lease", "allot"))
@@ -125,7 +205,9 @@ func renderReport() error {
 	memoryTable(&w, d)
 
 	p("## ns/op by implementation\n\n")
-	p("Medians; rows are implementations, columns the number of goroutines (`-cpu`). allocs/op is the median over all columns.\n\n")
+	p("Medians; rows are implementations, with the limit each enforces, columns the number of goroutines (`-cpu`); " +
+		"in brackets, ÷ the floor's ns/op in the same column. allocs/op is the median over all columns; keys is the " +
+		"median number of distinct keys one run's calls reached.\n\n")
 	for _, dist := range dists {
 		for _, state := range states {
 			if !hasAny(d, dist, state) {
@@ -134,16 +216,19 @@ func renderReport() error {
 			p("### dist=%s, state=%s\n\n", dist, state)
 			nsTable(&w, d, dist, state)
 			if c := fmt.Sprintf("ns-%s-%s.png", dist, state); slices.Contains(charts, c) {
-				p("![ns/op against goroutines, dist=%s, state=%s](results/%s)\n\n", dist, state, c)
+				p("![ns/op against goroutines, dist=%s, state=%s, one panel per limit kind](results/%s)\n\n", dist, state, c)
 			}
 		}
 	}
 
 	if len(rr) > 0 {
+		top := d.procs[len(d.procs)-1]
 		p("## Redis\n\n")
-		p("The article's second design (DECR, a result below zero is a denial) and go-redis/redis_rate, " +
-			"on a local redis-server (no persistence), 64 requests in flight; beside them allot in process with 64 goroutines.\n\n")
-		p("| dist | state | impl | ns/op | allot ns/op (64 goroutines) | impl ÷ allot |\n|---|---|---|---:|---:|---:|\n")
+		p("The naive design moved to Redis (`DECR`, a result below zero is a denial: a counter like allot's Credits) and "+
+			"go-redis/redis_rate (GCRA in Lua, like allot's Rate), on a local redis-server (no persistence), 64 requests in "+
+			"flight; beside each, allot's key of the same kind in process, from results/raw.txt (another run) at its largest "+
+			"`-cpu`, %d goroutines (64 if that run had it).\n\n", top)
+		p("| dist | state | impl | ns/op | allot row | allot ns/op (%d goroutines) | impl ÷ allot |\n|---|---|---|---:|---|---:|---:|\n", top)
 		for _, dist := range dists {
 			for _, state := range states {
 				for _, impl := range red.impls {
@@ -157,12 +242,16 @@ func renderReport() error {
 						continue
 					}
 					v := vals[len(vals)-1]
-					a, ok := d.ns("allot", dist, state, 64)
+					row := "allot"
+					if impl == "redis-rate" {
+						row = "allot-rate"
+					}
+					a, ok := d.ns(row, dist, state, top)
 					ax, rx := "–", "–"
 					if ok {
 						ax, rx = fmtNs(a), fmt.Sprintf("%.0f×", v/a)
 					}
-					p("| %s | %s | %s | %s | %s | %s |\n", dist, state, impl, fmtNs(v), ax, rx)
+					p("| %s | %s | %s | %s | %s | %s | %s |\n", dist, state, impl, fmtNs(v), row, ax, rx)
 				}
 			}
 		}
@@ -177,6 +266,100 @@ func renderReport() error {
 		p("\nRedis:\n\n```\n%s\n```\n", benchstat([]string{"-table", "/dist,/state", "-row", "/impl", "-col", "/gomaxprocs", "-filter", ".unit:sec/op"}, redisFile))
 	}
 	return os.WriteFile(reportFile, []byte(w.String()), 0o644)
+}
+
+// flagOf returns the value of -name=value in the first command that has it.
+func flagOf(cmds []string, name string) string {
+	for _, c := range cmds {
+		for _, f := range strings.Fields(c) {
+			if v, ok := strings.CutPrefix(strings.Trim(f, "'"), "-"+name+"="); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// method explains how the figures were taken, and how far to trust them.
+func method(w *strings.Builder, d *dataset, cmds []string) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	cpu, count, bt := flagOf(cmds, "cpu"), flagOf(cmds, "count"), flagOf(cmds, "benchtime")
+	p("**Method.** ns/op is the time per Consume (or the peer's equivalent) with as many goroutines as GOMAXPROCS (`-cpu=%s`), "+
+		"all on the same key sequence; each configuration ran %s times (`-count`) for %s each (`-benchtime`), and the tables "+
+		"give the median of those samples. On a machine with fewer cores than goroutines the higher `-cpu` values show "+
+		"oversubscription, not parallel speed-up.\n\n", cpu, count, bt)
+	// How far apart are a configuration's samples?
+	n, wide := 0, 0
+	for k, s := range d.samples {
+		v := s["ns/op"]
+		if k.bench != "Contention" || len(v) < 2 {
+			continue
+		}
+		n++
+		if slices.Max(v) > 1.5*slices.Min(v) {
+			wide++
+		}
+	}
+	p("**Machine.** The machine has 2 vCPUs, shared with other work that ran at the same time (other builds and tests), " +
+		"so timings are bimodal: a configuration's samples tend to fall near one of two values, depending on whether the " +
+		"other vCPU was busy, and whole runs shift together. ")
+	if n > 0 {
+		p("In this run, %d of %d configurations have samples more than 1.5× apart. ", wide, n)
+	}
+	p("Read ratios taken within one column of one run (the tables below) rather than absolute figures, and small " +
+		"differences (under about 1.3×) as ties; the benchstat section shows the spread.\n\n")
+}
+
+// spread reports the key-spread checks: the probe of each implementation
+// and the distinct keys each distribution's runs reached.
+func spread(w *strings.Builder, d *dataset, probes map[string]string) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("**Keys.** Every implementation is checked to send each call to the key the sequence names (go-limiter's own " +
+		"benchmark once sent every call to the key \"\"): once per implementation, on a fresh state where each of 1,000 keys " +
+		"grants exactly one call, a run must be granted once per distinct key its calls reached. ")
+	var ok, missing []string
+	for _, impl := range d.impls {
+		if impl == "cas" || isRedis(impl) {
+			continue
+		}
+		if _, found := probes[impl]; found {
+			ok = append(ok, impl)
+		} else {
+			missing = append(missing, impl)
+		}
+	}
+	if len(ok) > 0 {
+		msg := probes[ok[0]]
+		p("Passed here by %d of %d implementations (e.g. %s: %s)", len(ok), len(ok)+len(missing), ok[0], msg)
+		if len(missing) > 0 {
+			p("; no probe ran for %s (it needs a run of at least 100 calls)", strings.Join(missing, ", "))
+		}
+		p(". ")
+	}
+	p("Distinct keys one run reached (the `keys` metric), least and most over implementations and runs:")
+	for _, dist := range dists {
+		lo, hi := math.Inf(1), 0.0
+		for k, s := range d.samples {
+			if k.bench != "Contention" || k.dist != dist {
+				continue
+			}
+			for _, v := range s["keys"] {
+				lo, hi = min(lo, v), max(hi, v)
+			}
+		}
+		if hi > 0 {
+			p(" %s %s to %s;", dist, fmtCount(lo), fmtCount(hi))
+		}
+	}
+	p(" (a slow implementation makes fewer calls, so it reaches fewer of the 1,000,000 keys).\n\n")
+}
+
+func fmtCount(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 0, 64)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 func samplesPerConfig(d *dataset) int {
@@ -234,43 +417,146 @@ func ratioTable(w *strings.Builder, d *dataset, cell func(dist, state string, pr
 	fmt.Fprintln(w)
 }
 
-func nsTable(w *strings.Builder, d *dataset, dist, state string) {
-	fmt.Fprintf(w, "| impl |")
+// multiRatioTable writes a table with a row per distribution, path and
+// implementation (label names it) and a column per -cpu value: the
+// implementation's ns/op ÷ den's.
+func multiRatioTable(w *strings.Builder, d *dataset, impls []string, label func(string) string, den string) {
+	fmt.Fprintf(w, "| dist | state | impl |")
 	for _, pr := range d.procs {
 		fmt.Fprintf(w, " %d |", pr)
 	}
-	fmt.Fprintf(w, " allocs/op |\n|---|%s---:|\n", strings.Repeat("---:|", len(d.procs)))
+	fmt.Fprintf(w, "\n|---|---|---|%s\n", strings.Repeat("---:|", len(d.procs)))
+	for _, dist := range dists {
+		for _, state := range states {
+			for _, impl := range impls {
+				if !has(d, impl, dist, state) {
+					continue
+				}
+				fmt.Fprintf(w, "| %s | %s | %s |", dist, state, label(impl))
+				for _, pr := range d.procs {
+					fmt.Fprintf(w, " %s |", ratio(d, impl, den)(dist, state, pr))
+				}
+				fmt.Fprintln(w)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// xsyncTable writes ns/op (÷ the floor) of the floor, xsync and allot.
+func xsyncTable(w *strings.Builder, d *dataset) {
+	fmt.Fprintf(w, "| dist | state | impl |")
+	for _, pr := range d.procs {
+		fmt.Fprintf(w, " %d |", pr)
+	}
+	fmt.Fprintf(w, "\n|---|---|---|%s\n", strings.Repeat("---:|", len(d.procs)))
+	for _, dist := range dists {
+		for _, state := range states {
+			for _, impl := range []string{"cas", "floor", "xsync", "allot"} {
+				if !has(d, impl, dist, state) {
+					continue
+				}
+				fmt.Fprintf(w, "| %s | %s | %s |", dist, state, impl)
+				for _, pr := range d.procs {
+					fmt.Fprintf(w, " %s |", nsCell(d, impl, dist, state, pr))
+				}
+				fmt.Fprintln(w)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	// One line to quote: the medians over every column of the ratios.
+	var xf, ax []float64
+	for _, dist := range dists {
+		for _, state := range states {
+			for _, pr := range d.procs {
+				f, ok1 := d.ns("floor", dist, state, pr)
+				x, ok2 := d.ns("xsync", dist, state, pr)
+				a, ok3 := d.ns("allot", dist, state, pr)
+				if ok1 && ok2 && f > 0 {
+					xf = append(xf, x/f)
+				}
+				if ok2 && ok3 && x > 0 {
+					ax = append(ax, a/x)
+				}
+			}
+		}
+	}
+	if len(xf) > 0 && len(ax) > 0 {
+		fmt.Fprintf(w, "Over all %d columns: xsync ÷ floor median %.2f× (%.2f× to %.2f×); allot's whole Consume ÷ xsync's "+
+			"lookup + CAS median %.2f× (%.2f× to %.2f×).\n\n",
+			len(xf), medianOf(xf), slices.Min(xf), slices.Max(xf), medianOf(ax), slices.Min(ax), slices.Max(ax))
+	}
+}
+
+func medianOf(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func has(d *dataset, impl, dist, state string) bool {
+	for _, pr := range d.procs {
+		if _, ok := d.ns(impl, dist, state, pr); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// nsCell is "ns (÷ floor)", or "ns" for the floor itself.
+func nsCell(d *dataset, impl, dist, state string, procs int) string {
+	v, ok := d.ns(impl, dist, state, procs)
+	if !ok {
+		return "–"
+	}
+	f, ok := d.ns("floor", dist, state, procs)
+	if !ok || impl == "floor" || f == 0 {
+		return fmtNs(v)
+	}
+	return fmt.Sprintf("%s (%s)", fmtNs(v), fmtRatio(v/f))
+}
+
+func fmtRatio(r float64) string {
+	if r >= 100 {
+		return strconv.FormatFloat(r, 'f', 0, 64) + "×"
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64) + "×"
+}
+
+func nsTable(w *strings.Builder, d *dataset, dist, state string) {
+	fmt.Fprintf(w, "| impl | limit |")
+	for _, pr := range d.procs {
+		fmt.Fprintf(w, " %d |", pr)
+	}
+	fmt.Fprintf(w, " allocs/op | keys |\n|---|---|%s---:|---:|\n", strings.Repeat("---:|", len(d.procs)))
 	for _, impl := range d.impls {
-		if isRedis(impl) {
+		if isRedis(impl) || !has(d, impl, dist, state) {
 			continue
 		}
 		var row strings.Builder
-		var allocs []float64
-		any := false
+		var allocs, keys []float64
 		for _, pr := range d.procs {
 			k := key{"Contention", impl, dist, state, pr}
-			v, ok := d.median(k, "ns/op")
 			allocs = append(allocs, d.samples[k]["allocs/op"]...)
-			if !ok {
-				row.WriteString(" – |")
-				continue
-			}
-			any = true
-			fmt.Fprintf(&row, " %s |", fmtNs(v))
+			keys = append(keys, d.samples[k]["keys"]...)
+			fmt.Fprintf(&row, " %s |", nsCell(d, impl, dist, state, pr))
 		}
-		if !any {
-			continue
-		}
-		a := "–"
+		a, kk := "–", "–"
 		if len(allocs) > 0 {
-			slices.Sort(allocs)
-			a = strconv.FormatFloat(allocs[len(allocs)/2], 'f', -1, 64)
+			a = strconv.FormatFloat(medianOf(allocs), 'f', -1, 64)
+		}
+		if len(keys) > 0 {
+			kk = fmtCount(medianOf(keys))
 		}
 		name := impl
-		if impl == "allot" {
-			name = "**allot**"
+		if strings.HasPrefix(impl, "allot") && !strings.Contains(impl, "lease") && !strings.Contains(impl, "exact") {
+			name = "**" + impl + "**"
 		}
-		fmt.Fprintf(w, "| %s |%s %s |\n", name, row.String(), a)
+		fmt.Fprintf(w, "| %s | %s |%s %s | %s |\n", name, limitOf[impl], row.String(), a, kk)
 	}
 	fmt.Fprintln(w)
 }
@@ -300,7 +586,8 @@ func memoryTable(w *strings.Builder, d *dataset) {
 	slices.SortFunc(rows, func(a, b row) int { return int(math.Copysign(1, a.b-b.b)) })
 	fmt.Fprintf(w, "1,000,000 keys with full quotas, each store holding its own copy of the keys: the growth of "+
 		"HeapAlloc (after runtime.GC) divided by the number of keys. `map` is a map[string]*T, T a 64-byte padded counter "+
-		"(the floor's state); `naive` a map[string]int64. setup is the time to build the store, per key.\n\n")
+		"(the floor's state); `xsync` the same counters in an xsync.MapOf; `naive` a map[string]int64; `allot` keys with one "+
+		"Credits limit, `allot-multi` keys with two limits (PerWindow + Rate). setup is the time to build the store, per key.\n\n")
 	fmt.Fprintf(w, "| impl | B/key | ÷ map | setup ns/key |\n|---|---:|---:|---:|\n")
 	for _, r := range rows {
 		ratio := "–"
@@ -330,65 +617,95 @@ func fmtNs(v float64) string {
 	return strconv.FormatFloat(v, 'g', 3, 64) + " ns"
 }
 
-// chart draws ns/op against goroutines, one line per in-process
-// implementation, log-log, with the legend to the right of the plot. It
-// reports false if there was nothing to draw.
+// panels are the charts' panels: each shows the floors and one limit
+// kind's rows.
+var panels = []struct {
+	title string
+	impls []string
+}{
+	{"Credits (and the naive map, xsync)", []string{"cas", "floor", "xsync", "naive", "allot", "allot-lease", "allot-exact"}},
+	{"Rate", []string{"floor", "floor-clock", "allot-rate", "xrate", "golimiter", "throttled"}},
+	{"PerWindow", []string{"floor", "floor-clock", "allot-window", "ulule", "golimiter"}},
+	{"Multi-limit (peers: two limiters in sequence)", []string{"floor", "floor-clock", "allot-multi", "xrate-pair", "golimiter-pair", "ulule-pair", "throttled-pair"}},
+}
+
+// chart draws ns/op against goroutines, log-log, in one panel per limit
+// kind, one line per implementation (the same colour and mark for an
+// implementation in every panel), each panel with its legend to the right.
+// It reports false if there was nothing to draw.
 func chart(d *dataset, dist, state, path string) (bool, error) {
-	p := plot.New()
-	p.Title.Text = fmt.Sprintf("dist=%s, state=%s: ns per Consume (median)", dist, state)
-	p.X.Label.Text = "goroutines (-cpu = GOMAXPROCS)"
-	p.Y.Label.Text = "ns/op (log scale)"
-	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
-	var ticks []plot.Tick
-	for _, pr := range d.procs {
-		ticks = append(ticks, plot.Tick{Value: float64(pr), Label: strconv.Itoa(pr)})
-	}
-	p.X.Tick.Marker = plot.ConstantTicks(ticks)
-	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	grid := plotter.NewGrid()
-	grid.Vertical.Color = color.Gray{Y: 220}
-	grid.Horizontal.Color = color.Gray{Y: 220}
-	p.Add(grid)
-	legend := plot.NewLegend()
-	legend.Top = true
-	legend.Left = true
-	n := 0
-	for i, impl := range d.impls {
-		if isRedis(impl) {
-			continue
-		}
-		var xys plotter.XYs
+	const cols, rows = 2, 2
+	const legendW = 1.35 * vg.Inch
+	wd, ht := 13*vg.Inch, 8.5*vg.Inch
+	img := vgimg.NewWith(vgimg.UseWH(wd, ht), vgimg.UseDPI(100), vgimg.UseBackgroundColor(color.White))
+	dc := draw.New(img)
+	// A title line across the top.
+	title := fmt.Sprintf("dist=%s, state=%s: ns per Consume (median) against goroutines, by limit kind", dist, state)
+	head := draw.Crop(dc, 0, 0, ht-vg.Points(24), 0)
+	sty := plot.New().Title.TextStyle
+	head.FillText(sty, vg.Point{X: wd / 2, Y: head.Max.Y - vg.Points(4)}, title)
+	body := draw.Crop(dc, 0, 0, 0, -vg.Points(26))
+	tiles := draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Points(6), PadY: vg.Points(6)}
+	drawn := 0
+	for pi, pn := range panels {
+		cell := tiles.At(body, pi%cols, pi/cols)
+		pl := plot.New()
+		pl.Title.Text = pn.title
+		pl.X.Label.Text = "goroutines (-cpu)"
+		pl.Y.Label.Text = "ns/op (log)"
+		pl.X.Scale, pl.Y.Scale = plot.LogScale{}, plot.LogScale{}
+		var ticks []plot.Tick
 		for _, pr := range d.procs {
-			if v, ok := d.ns(impl, dist, state, pr); ok && v > 0 {
-				xys = append(xys, plotter.XY{X: float64(pr), Y: v})
-			}
+			ticks = append(ticks, plot.Tick{Value: float64(pr), Label: strconv.Itoa(pr)})
 		}
-		if len(xys) == 0 {
+		pl.X.Tick.Marker = plot.ConstantTicks(ticks)
+		pl.Y.Tick.Marker = ticks125{}
+		grid := plotter.NewGrid()
+		grid.Vertical.Color = color.Gray{Y: 220}
+		grid.Horizontal.Color = color.Gray{Y: 220}
+		pl.Add(grid)
+		legend := plot.NewLegend()
+		legend.Top, legend.Left = true, true
+		n := 0
+		for _, impl := range pn.impls {
+			i := slices.Index(d.impls, impl)
+			if i < 0 {
+				continue
+			}
+			var xys plotter.XYs
+			for _, pr := range d.procs {
+				if v, ok := d.ns(impl, dist, state, pr); ok && v > 0 {
+					xys = append(xys, plotter.XY{X: float64(pr), Y: v})
+				}
+			}
+			if len(xys) == 0 {
+				continue
+			}
+			l, s, err := plotter.NewLinePoints(xys)
+			if err != nil {
+				return false, err
+			}
+			l.Color, s.Color = plotutil.Color(i), plotutil.Color(i)
+			s.Shape = plotutil.Shape(i)
+			l.Dashes = plotutil.Dashes(i / len(plotutil.DefaultColors))
+			if strings.HasPrefix(impl, "allot") && !strings.Contains(impl, "lease") && !strings.Contains(impl, "exact") {
+				l.Width = vg.Points(3)
+			}
+			pl.Add(l, s)
+			legend.Add(impl, l, s)
+			n++
+		}
+		if n == 0 {
 			continue
 		}
-		l, s, err := plotter.NewLinePoints(xys)
-		if err != nil {
-			return false, err
-		}
-		l.Color, s.Color = plotutil.Color(i), plotutil.Color(i)
-		s.Shape = plotutil.Shape(i)
-		l.Dashes = plotutil.Dashes(i / len(plotutil.DefaultColors))
-		if impl == "allot" {
-			l.Width = vg.Points(3)
-		}
-		p.Add(l, s)
-		legend.Add(impl, l, s)
-		n++
+		drawn++
+		cw := cell.Max.X - cell.Min.X
+		pl.Draw(draw.Crop(cell, 0, -legendW, 0, 0))
+		legend.Draw(draw.Crop(cell, cw-legendW+vg.Points(6), 0, 0, -vg.Points(24)))
 	}
-	if n == 0 {
+	if drawn == 0 {
 		return false, nil
 	}
-	const legendW = 1.5 * vg.Inch
-	wd, ht := 9*vg.Inch, 5.5*vg.Inch
-	img := vgimg.NewWith(vgimg.UseWH(wd, ht), vgimg.UseDPI(110), vgimg.UseBackgroundColor(color.White))
-	dc := draw.New(img)
-	p.Draw(draw.Crop(dc, 0, -legendW, 0, 0))
-	legend.Draw(draw.Crop(dc, wd-legendW+vg.Points(8), 0, 0, -vg.Points(30)))
 	f, err := os.Create(path)
 	if err != nil {
 		return false, err
@@ -398,4 +715,26 @@ func chart(d *dataset, dist, state, path string) (bool, error) {
 		return false, err
 	}
 	return true, f.Close()
+}
+
+// ticks125 labels a log axis at 1, 2 and 5 times each power of ten, so that
+// a panel spanning less than a decade still has labels (at powers of ten
+// only when it spans more than three).
+type ticks125 struct{}
+
+func (ticks125) Ticks(lo, hi float64) []plot.Tick {
+	var out []plot.Tick
+	ms := []float64{1, 2, 5}
+	if hi > 1000*lo { // a wide axis: powers of ten only
+		ms = ms[:1]
+	}
+	for e := math.Floor(math.Log10(lo)); math.Pow(10, e) <= hi; e++ {
+		for _, m := range ms {
+			v := m * math.Pow(10, e)
+			if v >= lo && v <= hi {
+				out = append(out, plot.Tick{Value: v, Label: fmtNs(v)})
+			}
+		}
+	}
+	return out
 }
