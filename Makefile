@@ -5,7 +5,7 @@ PKGS := ./...
 .PHONY: all test vet fmt-check lint demo bench bench-engine bench-persist crash stress fuzz clean
 
 FUZZTIME ?= 30s
-FUZZ_TARGETS := engine:FuzzLimits engine:FuzzAmounts engine:FuzzKeys persist/internal/codec:FuzzDecode persist/internal/codec:FuzzDecodeBody httpadapter/internal/core:FuzzKeyExtraction
+FUZZ_TARGETS := engine:FuzzLimits engine:FuzzAmounts engine:FuzzKeys engine:FuzzCheckKey persist/internal/codec:FuzzDecode persist/internal/codec:FuzzDecodeBody httpadapter/internal/core:FuzzKeyExtraction
 
 all: test
 
