@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"hash/crc32"
+	"unsafe"
 )
 
 // The format of the keys NewKey makes (its doc comment describes it).
@@ -90,29 +91,61 @@ func NewKey(prefix string) (string, error) {
 // CheckKey reports whether key has NewKey's format and a checksum that
 // matches: nil if so; otherwise an error matching ErrInvalidKey, and
 // ErrBadChecksum if only the checksum is wrong. Any change of one character
-// of a key is caught. It neither allocates nor looks anything up: a
-// middleware calls it to refuse a mistyped or random key before asking the
-// engine (httpadapter.WithKeyChecksum).
+// of a key is caught. It neither allocates nor looks anything up (tens of
+// nanoseconds): a middleware calls it to refuse a mistyped or random key
+// before asking the engine (httpadapter.WithKeyChecksum).
 func CheckKey(key string) error {
 	const tail = KeyBodyLen + KeyChecksumLen
 	n := len(key) - tail - 1 // the prefix's length
-	if n < 1 || n > MaxKeyPrefixLen || key[n] != '_' {
+	if n < 1 || n > MaxKeyPrefixLen || key[n] != '_' || !validPrefix(key[:n]) {
 		return errKeyFormat
 	}
-	if !validPrefix(key[:n]) {
-		return errKeyFormat
-	}
+	var bad uint8
 	for i := n + 1; i < len(key); i++ {
-		if !isBase62(key[i]) {
-			return errKeyFormat
-		}
+		bad |= keyChars[key[i]] ^ isB62
 	}
-	var sum [KeyChecksumLen]byte
-	if string(appendChecksum(sum[:0], checksum(key[:len(key)-KeyChecksumLen]))) != key[len(key)-KeyChecksumLen:] {
+	if bad&isB62 != 0 {
+		return errKeyFormat
+	}
+	// The 6 digits read as a number (below 62^6, every character being
+	// base62) equal the CRC-32 exactly when its encoding equals them.
+	var v uint64
+	for i := len(key) - KeyChecksumLen; i < len(key); i++ {
+		v = v*62 + uint64(digit62[key[i]])
+	}
+	if v != uint64(checksum(key[:len(key)-KeyChecksumLen])) {
 		return ErrBadChecksum
 	}
 	return nil
 }
+
+// digit62 is the value of each character of the base62 alphabet.
+var digit62 = func() (t [256]uint8) {
+	for i := 0; i < len(base62); i++ {
+		t[base62[i]] = uint8(i)
+	}
+	return t
+}()
+
+// keyChars classifies bytes: isB62 for the base62 alphabet, isPrefix for
+// the characters of a prefix.
+var keyChars = func() (t [256]uint8) {
+	for i := range t {
+		c := byte(i)
+		if '0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' {
+			t[i] |= isB62
+		}
+		if 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' {
+			t[i] |= isPrefix
+		}
+	}
+	return t
+}()
+
+const (
+	isB62 uint8 = 1 << iota
+	isPrefix
+)
 
 // validPrefix reports whether p is 1 to MaxKeyPrefixLen characters of
 // [a-z0-9_] that neither start nor end with '_'.
@@ -121,24 +154,17 @@ func validPrefix(p string) bool {
 		return false
 	}
 	for i := 0; i < len(p); i++ {
-		if c := p[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+		if keyChars[p[i]]&isPrefix == 0 {
 			return false
 		}
 	}
 	return true
 }
 
-func isBase62(c byte) bool {
-	return '0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z'
-}
-
-// checksum is crc32.ChecksumIEEE of s, without converting s to a slice.
+// checksum is crc32.ChecksumIEEE of s. The slice it is handed shares s's
+// bytes (no copy, no allocation): ChecksumIEEE only reads it.
 func checksum(s string) uint32 {
-	crc := ^uint32(0)
-	for i := 0; i < len(s); i++ {
-		crc = crc32.IEEETable[byte(crc)^s[i]] ^ crc>>8
-	}
-	return ^crc
+	return crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // appendChecksum appends c in KeyChecksumLen base62 digits, most

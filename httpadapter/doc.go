@@ -26,6 +26,11 @@
 //     it is empty or all white space (`Authorization: Bearer` without a
 //     token, `X-API-Key:` without a value).
 //
+// With WithKeyChecksum(true), a key that fails engine.CheckKey (not made by
+// engine.NewKey, or mistyped) is refused with 401 invalid_token before the
+// engine is asked: a flood of random keys costs a checksum each, not a
+// lookup.
+//
 // # Status codes
 //
 // A request is admitted with engine.Engine.Admit: the handler runs only if
@@ -35,7 +40,8 @@
 //
 //   - 401 Unauthorized: no key (WWW-Authenticate: Bearer realm="api"), or
 //     a key that is empty, unknown, revoked, malformed (too long, badly
-//     escaped in the query) or that WithKeyFunc could not read
+//     escaped in the query, failing its checksum with WithKeyChecksum) or
+//     that WithKeyFunc could not read
 //     (WWW-Authenticate: Bearer realm="api", error="invalid_token"). The
 //     challenge uses the Bearer scheme of RFC 6750 because that is the
 //     standard way to send the key; the X-API-Key header is accepted all the

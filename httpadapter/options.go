@@ -76,3 +76,17 @@ func WithRefundIf(refund func(status int) bool) Option {
 func WithRealm(realm string) Option {
 	return func(c *core.Config) { c.Realm = realm }
 }
+
+// WithKeyChecksum sets whether the middleware refuses, before asking the
+// engine, every key that fails engine.CheckKey: a key that is not of the
+// format of engine.NewKey, or whose checksum does not match (mistyped, or
+// made up). Such a request is answered 401 with error="invalid_token"
+// without a lookup, whether the engine is healthy or not, and without
+// calling the WithCost function; the engine does not count it (it is in
+// none of Stats' decisions). A flood of random keys then costs a checksum
+// per request instead of a lookup. Turn it on only if every key the engine
+// holds was made by engine.NewKey: any other key is refused. It applies to
+// the keys WithKeyFunc returns too. Off by default.
+func WithKeyChecksum(on bool) Option {
+	return func(c *core.Config) { c.KeyChecksum = on }
+}

@@ -5,7 +5,8 @@
 //
 // The cases are grouped by topic, one file each: admission.go (concurrent
 // grants, costs), fields.go (RateLimit, RateLimit-Policy, Retry-After and
-// the legacy fields), keys.go (key extraction and 401s), refunds.go,
+// the legacy fields), keys.go (key extraction and 401s), checksum.go
+// (WithKeyChecksum), refunds.go,
 // writer.go (Flush), hijack.go, drain.go (revocation draining) and
 // failures.go (engine failures, nil engine). check.go holds the checkers
 // of fields and problem bodies; this file the table and the helpers.
@@ -61,6 +62,7 @@ var cases = []struct {
 	{"AmbiguousKey", testAmbiguousKey},
 	{"QueryKey", testQueryKey},
 	{"KeyFunc", testKeyFunc},
+	{"KeyChecksum", testKeyChecksum},
 	{"Cost", testCost},
 	{"EngineFailure", testEngineFailure},
 	{"NilEngine", testNilEngine},

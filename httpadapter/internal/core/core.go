@@ -37,6 +37,9 @@ type Config struct {
 	RefundIf func(status int) bool
 	// Realm is the realm of the WWW-Authenticate challenge; default "api".
 	Realm string
+	// KeyChecksum refuses a key that fails engine.CheckKey before the
+	// engine is asked.
+	KeyChecksum bool
 }
 
 // Guard runs the middleware's logic for one engine and configuration. It is
@@ -50,6 +53,7 @@ type Guard struct {
 	legacy    bool
 	clock     func() time.Time
 	refundIf  func(int) bool
+	checksum  bool   // refuse keys that fail engine.CheckKey
 	challenge string // WWW-Authenticate for a missing key
 	invalid   string // WWW-Authenticate for a bad key
 	ambiguous string // WWW-Authenticate for several different keys
@@ -74,6 +78,7 @@ func New[O ~func(*Config)](eng *engine.Engine, opts ...O) *Guard {
 		legacy:   c.Legacy,
 		clock:    c.Clock,
 		refundIf: c.RefundIf,
+		checksum: c.KeyChecksum,
 	}
 	if g.clock == nil {
 		g.clock = time.Now
@@ -179,6 +184,12 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request) (Ticket, bool) {
 	}
 	if key == "" {
 		g.unauthorized(w, g.challenge, bodyMissingKey)
+		return Ticket{}, false
+	}
+	if g.checksum && engine.CheckKey(key) != nil {
+		// A mistyped or made-up key: refused before any lookup, and
+		// before the cost is computed.
+		g.unauthorized(w, g.invalid, bodyBadChecksum)
 		return Ticket{}, false
 	}
 	n := int64(1)

@@ -19,6 +19,7 @@ var (
 	bodyAmbiguousKey   = problem(http.StatusBadRequest, "the request carries several different API keys: send one, in the X-API-Key header or as Authorization: Bearer <key>")
 	bodyBadKey         = problem(http.StatusUnauthorized, "the API key is malformed")
 	bodyUnknownKey     = problem(http.StatusUnauthorized, "the API key is not valid")
+	bodyBadChecksum    = problem(http.StatusUnauthorized, "the API key is not valid: its checksum does not match (mistyped?)")
 	bodyRevoked        = problem(http.StatusUnauthorized, "the API key has been revoked")
 	bodyBadCost        = problem(http.StatusInternalServerError, "the request's cost could not be computed")
 	bodyUnavailable    = problem(http.StatusServiceUnavailable, "the quota service is unavailable")
