@@ -253,21 +253,6 @@ func (s *keySet) add(fp uint64) bool {
 	}
 }
 
-func (s *keySet) has(fp uint64) bool {
-	if s.n == 0 {
-		return false
-	}
-	mask := uint64(len(s.slots) - 1)
-	for i := fp & mask; ; i = (i + 1) & mask {
-		switch s.slots[i] {
-		case fp:
-			return true
-		case 0:
-			return false
-		}
-	}
-}
-
 // remove deletes fp (backward-shift deletion: no tombstones).
 func (s *keySet) remove(fp uint64) {
 	if s.n == 0 {
