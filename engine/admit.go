@@ -37,6 +37,9 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 		return Decision{}, Admission{}, err
 	}
 	if ent == nil {
+		if c := e.count; c != nil {
+			c.unknown.Inc()
+		}
 		return Decision{Reason: UnknownKey}, Admission{}, nil
 	}
 	t := ent.st.track.Load()
@@ -44,6 +47,9 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 		if t, err = e.tracker(key); err != nil {
 			return Decision{}, Admission{}, err
 		} else if t == nil {
+			if c := e.count; c != nil {
+				c.unknown.Inc()
+			}
 			return Decision{Reason: UnknownKey}, Admission{}, nil
 		}
 	}

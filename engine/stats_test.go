@@ -28,10 +28,11 @@ func TestStatsCountKnownTraffic(t *testing.T) {
 	for range 4 {
 		_, _ = eng.Consume(ctx, "m", 1) // 3 granted, 1 exhausted (the rate)
 	}
-	_, _ = eng.Consume(ctx, "r", 1)    // revoked
-	_, _ = eng.Consume(ctx, "nope", 1) // unknown
-	_, _ = eng.Consume(ctx, "o", 1)    // granted through the rotation
-	_, _ = eng.Consume(ctx, "c", 0)    // an error: counted nowhere
+	_, _ = eng.Consume(ctx, "r", 1)            // revoked
+	_, _ = eng.Consume(ctx, "nope", 1)         // unknown
+	_, _ = eng.Consume(ctx, "o", 1)            // granted through the rotation
+	_, _ = eng.Consume(ctx, "c", 0)            // an error: counted nowhere
+	_, _, _ = eng.Admit(ctx, "nope-either", 1) // unknown, through Admit
 	_, adm, err := eng.Admit(ctx, "o2", 1)
 	require.NoError(t, err)
 	s := eng.Stats()
@@ -39,7 +40,7 @@ func TestStatsCountKnownTraffic(t *testing.T) {
 	require.Equal(t, int64(9+3+1+1), s.UnitsGranted)
 	require.Equal(t, int64(2), s.Exhausted)
 	require.Equal(t, int64(1), s.Revoked)
-	require.Equal(t, int64(1), s.UnknownKey)
+	require.Equal(t, int64(2), s.UnknownKey)
 	require.Equal(t, int64(4), s.Keys, "c, m, r, o2")
 	require.Equal(t, int64(1), s.RevokedKeys)
 	require.Equal(t, int64(1), s.RotatedOut)
