@@ -10,7 +10,7 @@
 //
 //	go get github.com/allot-go/allot@latest
 //
-// (Go 1.25 or newer). The package's QuickStart example is the README's
+// (Go 1.26 or newer). The package's QuickStart example is the README's
 // quick start.
 //
 // # Packages
