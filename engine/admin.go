@@ -49,7 +49,8 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 	if st.alias == nil {
 		s0 := &st.limits()[0]
 		ent.qm = uint64(s0.quota) | uint64(s0.kind)<<kindShift
-		if n := len(st.limits()); n > 1 {
+		if n := len(st.limits()); n > 1 || e.pool != nil {
+			// Several limits, or a Pool's lease: the key's mutex.
 			ent.qm |= 1 << multiShift
 			st.ms = &multiState{more: make([]shard.Counter, n-1), leases: make([]leasePair, n)}
 			for i := 1; i < n; i++ {
@@ -61,12 +62,19 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 		for i := range st.limits() {
 			l := st.limits()[i].lim()
 			m := l.unbounded()
-			if e.leased {
+			switch {
+			case e.pool != nil:
+				m = l.exhausted(vals[i]) // reservations come from the pool
+			case e.leased:
 				st.chunk = e.c.opts.MinChunk
 				m = l.reserve(vals[i], l.exhausted(vals[i]).hard, st.chunk, now)
 			}
 			*ent.marks(i) = m
 		}
+	}
+	if e.pool != nil && st.alias == nil {
+		st.chunk = e.c.opts.MinChunk
+		st.base = append([]uint64(nil), vals...)
 	}
 	if revoked {
 		ent.word |= revokedBit
@@ -130,7 +138,9 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 		return err
 	}
 	defer e.endAdmin()
-	if e.lookup(key) != nil {
+	if ent, err := e.lookup(ctx, key); err != nil {
+		return err
+	} else if ent != nil {
 		return fmt.Errorf("%w: register", ErrKeyExists)
 	}
 	e.m.Lock(key)
@@ -152,6 +162,9 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 		return err
 	}
 	e.m.Store(key, ent)
+	if e.pool != nil {
+		e.neg.m.Delete(IDOf(key))
+	}
 	return nil
 }
 
@@ -176,7 +189,9 @@ func (e *Engine) revoke(ctx context.Context, key string) error {
 		return err
 	}
 	defer e.endAdmin()
-	if e.lookup(key) == nil {
+	if ent, err := e.lookup(ctx, key); err != nil {
+		return err
+	} else if ent == nil {
 		return fmt.Errorf("%w: revoke", ErrUnknownKey)
 	}
 	e.m.Lock(key)
@@ -207,6 +222,16 @@ func (e *Engine) revoke(ctx context.Context, key string) error {
 	}
 	if b.err != nil {
 		return wrapStore("revoke", b.err)
+	}
+	if e.pool != nil {
+		// Other engines may hold reservations of the key: wait until
+		// none of them can grant from one.
+		if err := e.pool.Quiesce(ctx, idOfKey(key)); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("allot: revoked, waiting for the other engines: %w", ctx.Err())
+			}
+			return wrapStore("revoke", err)
+		}
 	}
 	return nil
 }
@@ -250,7 +275,10 @@ func (e *Engine) change(ctx context.Context, key, op string, f func(ent *entry, 
 		return err
 	}
 	defer e.endAdmin()
-	if e.lookup(key) == nil {
+	if e.pool != nil {
+		return errShared(op)
+	}
+	if e.held(key) == nil {
 		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
 	}
 	e.m.Lock(key)
@@ -376,10 +404,13 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 		return err
 	}
 	defer e.endAdmin()
-	if e.lookup(oldKey) == nil {
+	if e.pool != nil {
+		return errShared("rotate")
+	}
+	if e.held(oldKey) == nil {
 		return fmt.Errorf("%w: rotate", ErrUnknownKey)
 	}
-	if e.lookup(newKey) != nil {
+	if e.held(newKey) != nil {
 		return fmt.Errorf("%w: rotate", ErrKeyExists)
 	}
 	e.m.LockPair(oldKey, newKey)

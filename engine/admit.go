@@ -32,7 +32,7 @@ func (e *Engine) Admit(ctx context.Context, key string, n int64) (Decision, Admi
 	if err := checkAmount(n); err != nil {
 		return Decision{}, Admission{}, err
 	}
-	ent, err := e.find(key)
+	ent, err := e.find(ctx, key)
 	if err != nil {
 		return Decision{}, Admission{}, err
 	}
@@ -76,9 +76,9 @@ func (e *Engine) tracker(key string) (*tracker, error) {
 		return nil, ErrClosed
 	}
 	for range maxHops {
-		ent := e.lookup(key)
+		ent, err := e.lookup(context.Background(), key)
 		if ent == nil {
-			return nil, nil
+			return nil, err
 		}
 		if ent.kind() == 0 {
 			k, t := e.resolve(ent.st.alias)
@@ -124,7 +124,7 @@ func (e *Engine) headTracker(key string) (*tracker, bool) {
 // trackerOf returns the tracker that counts key's requests in flight, if
 // there is one yet: its head's.
 func (e *Engine) trackerOf(key string) *tracker {
-	ent, _ := e.find(key)
+	ent, _ := e.findLocal(key)
 	if ent == nil {
 		return nil
 	}

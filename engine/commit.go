@@ -205,7 +205,11 @@ func (c *committer) round(last bool) {
 	c.mu.Unlock()
 	defer close(b.done)
 	if last {
-		b.err = c.e.flush(context.Background())
+		if c.e.pool != nil {
+			b.err = c.poolFlush()
+		} else {
+			b.err = c.e.flush(context.Background())
+		}
 		c.flushErr = b.err
 		return
 	}
@@ -221,6 +225,10 @@ func (c *committer) round(last bool) {
 	for _, w := range expl {
 		recs = append(recs, w.recs...)
 	}
+	if c.e.pool != nil {
+		c.poolRound(pend, wants, recs, b, now, false)
+		return
+	}
 	raises := make([]raise, 0, len(pend))
 	for i, ent := range pend {
 		rec, r, ok := c.build(ent, wants[i], now)
@@ -235,16 +243,9 @@ func (c *committer) round(last bool) {
 	if len(recs) == 0 {
 		return
 	}
-	start := time.Now()
-	err := c.e.store.Save(context.Background(), recs...)
-	c.stats.observe(time.Since(start))
-	if err != nil {
-		b.err = err
-		c.stats.failed(c.e.log, err, len(recs))
+	if b.err = c.call(len(recs), func() error { return c.e.store.Save(context.Background(), recs...) }); b.err != nil {
 		return
 	}
-	c.rounds.Add(1)
-	c.records.Add(int64(len(recs)))
 	c.stats.reservations.Add(int64(len(raises)))
 	for _, r := range raises {
 		for i := range r.ent.st.limits() {
@@ -288,21 +289,8 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	if !ok {
 		return Record{}, raise{}, false
 	}
-	switch since := now - st.lastReserve; {
-	case st.lastReserve == 0:
-		st.chunk = max(st.chunk, c.opts.MinChunk)
-	case since < int64(time.Second):
-		st.chunk = min(2*st.chunk, c.opts.MaxChunk)
-	case since > int64(10*time.Second):
-		st.chunk = max(st.chunk/2, c.opts.MinChunk)
-	}
-	st.lastReserve = now
-	chunk := max(st.chunk, want)
+	chunk := c.chunk(ent, want, now)
 	r := raise{ent: ent}
-	if st.id == nil {
-		id := idOfKey(shard.KeyOf(ent))
-		st.id = &id
-	}
 	rec := Record{ID: *st.id, Revoked: revoked, Registration: st.reg, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
 	for i := range st.limits() {
 		l := st.limits()[i].lim()
@@ -312,4 +300,40 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 		rec.Counters[i] = r.marks[i].hard
 	}
 	return rec, r, true
+}
+
+// chunk adapts the reservation size of ent's key to its rate of use and
+// returns the size of its next reservation, at least want; it also notes
+// the key's ID, which the record needs.
+func (c *committer) chunk(ent *entry, want, now int64) int64 {
+	st := ent.st
+	switch since := now - st.lastReserve; {
+	case st.lastReserve == 0:
+		st.chunk = max(st.chunk, c.opts.MinChunk)
+	case since < int64(time.Second):
+		st.chunk = min(2*st.chunk, c.opts.MaxChunk)
+	case since > int64(10*time.Second):
+		st.chunk = max(st.chunk/2, c.opts.MinChunk)
+	}
+	st.lastReserve = now
+	if st.id == nil {
+		id := idOfKey(shard.KeyOf(ent))
+		st.id = &id
+	}
+	return max(st.chunk, want)
+}
+
+// call runs one call to the store for a round of n records, and counts it:
+// its latency, and either a round of n records or a failure.
+func (c *committer) call(n int, f func() error) error {
+	start := time.Now()
+	err := f()
+	c.stats.observe(time.Since(start))
+	if err != nil {
+		c.stats.failed(c.e.log, err, n)
+		return err
+	}
+	c.rounds.Add(1)
+	c.records.Add(int64(n))
+	return nil
 }

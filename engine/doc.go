@@ -112,10 +112,23 @@
 // TestDeleteInRotationChain, TestDeleteAndRegisterAgain, TestResetExact,
 // TestDeleteChurn.
 //
+// I11. Pools (pool.go). With a Store that is a Pool, shared by engines in
+// several processes, every entry takes its key's mutex; a value is in the
+// pool's terms, and a unit is granted only below a hard mark set from the
+// pool's answer and before the end of the lease on it (counted on the
+// monotonic clock from before the request). applyReservation moves the
+// value and the mark together under the mutex, so what the engine may
+// grant is exactly what the pool reserved for it and it has not granted.
+// Revoke returns only after the pool says no other holder's lease is live.
+// Guarded, against a real redis-server, by TestSharedCreditsExact,
+// TestProcessesShareOneQuota and TestRevokeAcrossEngines in
+// persist/redisstore.
+//
 // The files, from the bottom up: limit.go and word.go (the arithmetic of one
 // limit, no engine state), lease.go (reservation marks), decision.go,
 // errors.go, store.go (the Store interface and Record), engine.go (the map,
 // Consume, Refund, Status, Close), admin.go (changes), lifecycle.go (Delete,
 // Reset, listing, calls by ID), admit.go (requests in flight), stats.go,
-// commit.go (the committer), recover.go (load and promotion).
+// commit.go (the committer), pool.go (a shared store's reservations),
+// recover.go (load and promotion).
 package engine

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/allot-go/allot/shard"
+	"github.com/puzpuzpuz/xsync/v3"
 )
 
 // Engine enforces per-key quotas.
@@ -41,6 +42,8 @@ type Engine struct {
 	c      *committer // nil without a Store
 	leased bool       // a Store in lease mode: grants need a durable reservation
 	exact  bool       // a Store in exact mode: every grant is durable before Consume returns
+	pool   Pool       // the Store, if it is a Pool (shared with other engines)
+	neg    negCache   // keys the Pool did not know (with a Pool only)
 
 	closed atomic.Bool
 	admin  sync.RWMutex // held shared by administrative calls, exclusively by Close
@@ -104,6 +107,12 @@ type keyState struct {
 	// Owned by the committer goroutine.
 	chunk, lastReserve int64
 	id                 *KeyID // the key's digest, once the committer needed it
+	// With a Pool: base holds the pool's state after this engine's last
+	// reservation (owned by the committer, set before the entry is
+	// published), until the end of the lease on what it holds (on the
+	// engine's monotonic clock, ns since New; 0: none).
+	base  []uint64
+	until atomic.Int64
 }
 
 type chainInfo struct {
@@ -228,6 +237,12 @@ func New(opts ...Option) (*Engine, error) {
 			return nil, err
 		}
 		e.exact, e.leased = lo.Exact, !lo.Exact
+		if p, ok := e.store.(Pool); ok {
+			if lo.Exact {
+				return nil, fmt.Errorf("%w: exact mode with a shared store (a Pool)", ErrInvalidOption)
+			}
+			e.pool, e.neg.m = p, xsync.NewMapOf[KeyID, int64]()
+		}
 		e.c = newCommitter(e, lo)
 		if err := e.load(context.Background()); err != nil {
 			return nil, err
@@ -305,7 +320,7 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 		ent := e.m.Load(key)
 		if ent == nil {
 			var err error
-			if ent, err = e.find(key); err != nil {
+			if ent, err = e.find(ctx, key); err != nil {
 				return Decision{}, err
 			} else if ent == nil {
 				if c := e.count; c != nil {
@@ -546,6 +561,9 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 				low = low || l.low(vals[i], atomic.LoadUint64(&m.soft))
 			}
 		}
+		if allowed && e.pool != nil && e.mono() >= st.until.Load() {
+			covered = false // the lease on what this engine holds has run out
+		}
 		if allowed && !covered {
 			st.mu.Unlock()
 			return Decision{}, needLease
@@ -703,7 +721,7 @@ func (e *Engine) Refund(ctx context.Context, key string, grant Decision, n int64
 		return fmt.Errorf("allot: refund: %w", err)
 	}
 	for {
-		ent, err := e.find(key)
+		ent, err := e.find(ctx, key)
 		if err != nil {
 			return err
 		}
@@ -807,7 +825,15 @@ func (e *Engine) refunded(ent *entry, i int, l *lim, old, nv uint64) {
 // lookup returns key's entry, promoting a recovered record first seen under
 // its raw key. Nil if the key is unknown. The caller holds the admin lock
 // shared (an administrative call).
-func (e *Engine) lookup(key string) *entry {
+func (e *Engine) lookup(ctx context.Context, key string) (*entry, error) {
+	if ent := e.held(key); ent != nil || e.pool == nil {
+		return ent, nil
+	}
+	return e.fetch(ctx, key)
+}
+
+// held is lookup without asking a Pool: the keys this engine holds.
+func (e *Engine) held(key string) *entry {
 	if ent := e.m.Load(key); ent != nil {
 		return ent
 	}
@@ -817,12 +843,25 @@ func (e *Engine) lookup(key string) *entry {
 // find is lookup for a call that does not hold the admin lock: a promotion
 // publishes an entry, which after Close has sealed every key it must not,
 // so it takes the lock shared and fails with ErrClosed after Close.
-func (e *Engine) find(key string) (*entry, error) {
+func (e *Engine) find(ctx context.Context, key string) (*entry, error) {
 	if ent := e.m.Load(key); ent != nil {
 		return ent, nil
 	}
-	if e.recovering.Load() == 0 {
+	if e.recovering.Load() == 0 && e.pool == nil {
 		return nil, nil
+	}
+	e.admin.RLock()
+	defer e.admin.RUnlock()
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	return e.lookup(ctx, key)
+}
+
+// findLocal is find without asking a Pool: for calls that never wait.
+func (e *Engine) findLocal(key string) (*entry, error) {
+	if ent := e.m.Load(key); ent != nil || e.recovering.Load() == 0 {
+		return ent, nil
 	}
 	e.admin.RLock()
 	defer e.admin.RUnlock()
@@ -865,7 +904,7 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 	if e.closed.Load() {
 		return Status{}, ErrClosed
 	}
-	ent, err := e.find(key)
+	ent, err := e.findLocal(key)
 	if err != nil {
 		return Status{}, err
 	}

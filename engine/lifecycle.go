@@ -35,7 +35,10 @@ func (e *Engine) delete(ctx context.Context, key string) error {
 		return err
 	}
 	defer e.endAdmin()
-	if e.lookup(key) == nil {
+	if e.pool != nil {
+		return errShared("delete")
+	}
+	if e.held(key) == nil {
 		return fmt.Errorf("%w: delete", ErrUnknownKey)
 	}
 	// A promoted key leaves a forwarding entry under its ID: it goes too.

@@ -1,0 +1,476 @@
+// Package redisstore is an engine.Pool on Redis: several engines, in several
+// processes, enforce one quota per key, each granting at in-memory speed
+// from reservations it takes from Redis.
+//
+//	st, err := redisstore.New(ctx, client) // client: a redis.UniversalClient (one node, Sentinel or Cluster)
+//	eng, err := engine.New(engine.WithStore(st))
+//
+// # How it works
+//
+// Redis holds each limit's state for all engines together (a pool). An
+// engine reserves a chunk of each limit of a key with one Lua script per
+// key (EVALSHA, EVAL after NOSCRIPT), grants from what it holds with a
+// compare-and-swap, reserves again in the background when half of it is
+// used, and gives back the unused rest on Close. Credits and windows
+// reserve units (a window's reservation belongs to its window); Rate
+// reserves a span of the shared theoretical arrival time. The chunk adapts
+// to each key's rate of use, from MinChunk to MaxChunk of
+// engine.LeaseOptions.
+//
+// # Guarantees
+//
+//   - No over-grant across processes: the units all engines grant together
+//     never exceed what the limits allow, since each grants only from units
+//     Redis reserved for it. A crashed process loses at most what it held:
+//     per limit of each key in use, one chunk. The under-grant at any time
+//     is at most the number of live engines times the chunk, per limit.
+//     Rate limits and windows compare times on each engine's own clock:
+//     engines whose clocks differ by d can exceed a Rate limit by at most
+//     d × rate, and a window by what its edge moves in d.
+//   - Linearizable revocation across processes: every reservation carries
+//     a lease (WithLease, default 2 s), which its holder counts on its own
+//     monotonic clock from before it asked, less a margin of 1/16, and
+//     Redis records from its own clock. Revoke marks the key in Redis, so
+//     that no reservation of it is granted again, then waits until every
+//     other holder's lease has run out by Redis's clock. Once Revoke
+//     returns, no engine grants the key. A frozen process (SIGSTOP) or a
+//     lost message only makes Revoke wait, at most one lease.
+//   - A key registered in one engine can be used in every other: an engine
+//     asks Redis for a key it does not hold, and remembers a negative
+//     answer for engine.NegativeTTL.
+//   - Only SHA-256 digests of keys reach Redis, never a raw key.
+//
+// # Durability of Redis
+//
+// What Redis loses, the guarantee loses with it. With appendonly yes and
+// appendfsync always, a Redis killed with SIGKILL loses no acknowledged
+// reservation, so there is no over-grant. With appendfsync everysec the
+// reservations of about the last second may be lost, and re-granted after
+// the restart. Without persistence a restart is empty: New refuses a Redis
+// without the marker Initialize writes, and a running Store that finds the
+// marker gone (Redis came back empty) refuses to serve, and logs it, until
+// an operator restores the data or initializes Redis again and restarts
+// the processes.
+//
+// # Not yet
+//
+// TopUp, SetLimits, Rotate, Reset and Delete return an error matching
+// errors.ErrUnsupported (see engine.Pool). Keys lists the keys this engine
+// has seen, not every key in Redis.
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/allot-go/allot/engine"
+	"github.com/allot-go/allot/persist/internal/codec"
+	"github.com/redis/go-redis/v9"
+)
+
+// markerKey holds the marker Initialize writes: a random epoch.
+const markerKey = "allot:marker"
+
+// maxExact is the largest value a Lua number holds exactly.
+const maxExact = 1<<53 - 1
+
+// Store is an engine.Pool on Redis. Create it with New; it is safe for
+// concurrent use. Close does not close the client.
+type Store struct {
+	c      redis.UniversalClient
+	holder string // this store's name among a key's holders
+	epoch  string
+	lease  time.Duration
+	log    *slog.Logger
+
+	lost   atomic.Bool
+	closed atomic.Bool
+}
+
+var _ engine.Pool = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLease sets how long a reservation may be used without asking Redis
+// again, and so the longest a Revoke waits for a process that does not
+// answer. Default 2 s; at least 100 ms.
+func WithLease(d time.Duration) Option { return func(s *Store) { s.lease = d } }
+
+// WithLogger logs what no caller can be told: a Redis that lost its data.
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// Initialize writes the marker New looks for, for a new deployment: a
+// Redis without it is taken for one that lost its data. It does nothing if
+// the marker is there.
+func Initialize(ctx context.Context, c redis.UniversalClient) error {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	if err := c.SetNX(ctx, markerKey, hex.EncodeToString(b[:]), 0).Err(); err != nil {
+		return fmt.Errorf("allot: redis: initialize: %w", err)
+	}
+	return nil
+}
+
+// New returns a Store on c. It fails with ErrNotInitialized if Redis holds
+// no marker (see Initialize).
+func New(ctx context.Context, c redis.UniversalClient, opts ...Option) (*Store, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil client", ErrInvalidOption)
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	s := &Store{c: c, holder: hex.EncodeToString(b[:]), lease: 2 * time.Second}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.lease < 100*time.Millisecond {
+		return nil, fmt.Errorf("%w: lease %v, must be at least 100ms", ErrInvalidOption, s.lease)
+	}
+	ep, err := c.Get(ctx, markerKey).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotInitialized
+	}
+	if err != nil {
+		return nil, fmt.Errorf("allot: redis: %w", err)
+	}
+	s.epoch = ep
+	for _, sc := range []*redis.Script{createScript, reserveScript, holdersScript} {
+		if err := sc.Load(ctx, c).Err(); err != nil {
+			return nil, fmt.Errorf("allot: redis: load script: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// hashKey returns the Redis key of id's hash, and of its holders.
+func hashKey(id engine.KeyID) (string, string) {
+	h := "{allot:" + hex.EncodeToString(id[:]) + "}"
+	return h, h + ":h"
+}
+
+func (s *Store) verify(cmd *redis.StringCmd) error {
+	if s.lost.Load() {
+		return ErrLost
+	}
+	v, err := cmd.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("allot: redis: %w", err)
+	}
+	if v != s.epoch {
+		s.lost.Store(true)
+		if s.log != nil {
+			s.log.Error("allot: redis lost its data: the marker is gone or changed; refusing to serve until an operator restores it")
+		}
+		return ErrLost
+	}
+	return nil
+}
+
+// Load returns nothing: an engine asks Lookup for each key it needs.
+func (s *Store) Load(ctx context.Context, fn func(engine.Record) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Save registers keys: each record must be a new key's, with its counters
+// at their initial values. A key Redis holds already fails with an error
+// matching engine.ErrKeyExists.
+func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	for _, r := range recs {
+		if r.Deleted || r.RotatedTo != nil {
+			return fmt.Errorf("allot: redis: %w: only registrations are saved", errors.ErrUnsupported)
+		}
+		if err := checkLimits(r.Limits); err != nil {
+			return err
+		}
+	}
+	for _, r := range recs {
+		if err := s.create(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) create(ctx context.Context, r engine.Record) error {
+	body, err := codec.Encode(engine.Record{ID: r.ID, Limits: r.Limits, Counters: r.Counters, Registration: r.Registration})
+	if err != nil {
+		return err
+	}
+	args := []any{strconv.FormatUint(r.Registration, 10), body, b2s(r.Revoked)}
+	for i, l := range r.Limits {
+		v, w := pooled(l, r.Counters[i])
+		args = append(args, v, w)
+	}
+	h, _ := hashKey(r.ID)
+	var res *redis.Cmd
+	if err := s.run(ctx, func(pipe redis.Pipeliner) {
+		res = createScript.EvalSha(ctx, pipe, []string{h}, args...)
+	}); err != nil {
+		return err
+	}
+	out, err := res.Text()
+	if err != nil {
+		return fmt.Errorf("allot: redis: register: %w", err)
+	}
+	if out == "exists" {
+		return fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
+	}
+	return nil
+}
+
+// run builds a pipeline with build, after a GET of the marker, and runs
+// it; if Redis forgot a script (NOSCRIPT, after a restart) it loads the
+// scripts and runs a new pipeline from build again. Then it checks the
+// marker.
+func (s *Store) run(ctx context.Context, build func(redis.Pipeliner)) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if s.lost.Load() {
+		return ErrLost
+	}
+	for try := 0; ; try++ {
+		pipe := s.c.Pipeline()
+		mk := pipe.Get(ctx, markerKey)
+		build(pipe)
+		cmds, err := pipe.Exec(ctx)
+		if err != nil && !errors.Is(err, redis.Nil) {
+			if try == 0 && noScript(cmds) {
+				for _, sc := range []*redis.Script{createScript, reserveScript, holdersScript} {
+					if err := sc.Load(ctx, s.c).Err(); err != nil {
+						return fmt.Errorf("allot: redis: load script: %w", err)
+					}
+				}
+				continue
+			}
+			return fmt.Errorf("allot: redis: %w", err)
+		}
+		return s.verify(mk)
+	}
+}
+
+func noScript(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && strings.HasPrefix(e.Error(), "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}
+
+// Lookup returns id's record as Redis holds it now.
+func (s *Store) Lookup(ctx context.Context, id engine.KeyID) (engine.Record, bool, error) {
+	if s.closed.Load() {
+		return engine.Record{}, false, ErrClosed
+	}
+	h, _ := hashKey(id)
+	var all *redis.MapStringStringCmd
+	if err := s.run(ctx, func(pipe redis.Pipeliner) { all = pipe.HGetAll(ctx, h) }); err != nil {
+		return engine.Record{}, false, err
+	}
+	f := all.Val()
+	if len(f) == 0 {
+		return engine.Record{}, false, nil
+	}
+	rec, err := codec.Decode(id, []byte(f["rec"]))
+	if err != nil {
+		return engine.Record{}, false, err
+	}
+	if reg, err := strconv.ParseUint(f["reg"], 10, 64); err != nil || reg != rec.Registration {
+		return engine.Record{}, false, fmt.Errorf("%w: redis hash of %x: registration %q", ErrCorrupt, id[:4], f["reg"])
+	}
+	rec.Revoked = f["rv"] == "1"
+	for i, l := range rec.Limits {
+		v, err1 := strconv.ParseUint(f["v"+strconv.Itoa(i)], 10, 64)
+		w, err2 := strconv.ParseInt(f["w"+strconv.Itoa(i)], 10, 64)
+		if err1 != nil || err2 != nil {
+			return engine.Record{}, false, fmt.Errorf("%w: redis hash of %x: limit %d", ErrCorrupt, id[:4], i)
+		}
+		rec.Counters[i] = counter(l, v, w)
+	}
+	return rec, true, nil
+}
+
+// Reserve answers each reservation with one script run per key, all in one
+// pipeline.
+func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	cmds := make([]*redis.Cmd, len(rs))
+	err := s.run(ctx, func(pipe redis.Pipeliner) {
+		for i := range rs {
+			r := &rs[i]
+			h, hk := hashKey(r.ID)
+			args := []any{strconv.FormatUint(r.Registration, 10), s.holder, s.lease.Milliseconds(), b2s(r.Revoke), b2s(r.Release), len(r.Limits)}
+			for j, l := range r.Limits {
+				args = append(args, reserveArgs(l, r.Base[j], r.From[j], r.Want[j], r.Now)...)
+			}
+			cmds[i] = reserveScript.EvalSha(ctx, pipe, []string{h, hk}, args...)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for i := range rs {
+		if err := answer(&rs[i], cmds[i], s.lease); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// answer reads a reserve script's reply into r.
+func answer(r *engine.Reservation, cmd *redis.Cmd, lease time.Duration) error {
+	out, err := cmd.StringSlice()
+	if err != nil {
+		return fmt.Errorf("allot: redis: reserve: %w", err)
+	}
+	switch {
+	case len(out) == 1 && out[0] == "gone":
+		r.Gone = true
+		return nil
+	case len(out) != 1+3*len(r.Limits):
+		return fmt.Errorf("%w: reserve answered %d values for %d limits", ErrCorrupt, len(out), len(r.Limits))
+	}
+	r.Revoked = out[0] == "revoked"
+	r.Lease = lease
+	r.Start, r.Hard = make([]uint64, len(r.Limits)), make([]uint64, len(r.Limits))
+	for j, l := range r.Limits {
+		st, err1 := strconv.ParseUint(out[1+3*j], 10, 64)
+		hd, err2 := strconv.ParseUint(out[2+3*j], 10, 64)
+		tag, err3 := strconv.ParseInt(out[3+3*j], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			return fmt.Errorf("%w: reserve answered %q", ErrCorrupt, out)
+		}
+		r.Start[j], r.Hard[j] = counter(l, st, tag), counter(l, hd, tag)
+	}
+	return nil
+}
+
+// Quiesce waits until no other holder's lease on id is live by Redis's
+// clock.
+func (s *Store) Quiesce(ctx context.Context, id engine.KeyID) error {
+	_, hk := hashKey(id)
+	for {
+		out, err := holdersScript.Run(ctx, s.c, []string{hk}, s.holder).StringSlice()
+		if err != nil {
+			return fmt.Errorf("allot: redis: quiesce: %w", err)
+		}
+		now, _ := strconv.ParseInt(out[0], 10, 64)
+		latest, _ := strconv.ParseInt(out[1], 10, 64)
+		if latest <= now {
+			return nil
+		}
+		t := time.NewTimer(time.Duration(latest-now+1) * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+// Close marks the store closed; it does not close the client. The engine
+// gives back its reservations before it calls Close. Idempotent.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+func b2s(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// checkLimits refuses limits whose state a Lua number cannot hold exactly.
+func checkLimits(ls []engine.Limit) error {
+	for _, l := range ls {
+		if l.Kind() == engine.KindCredits && l.Quota() > maxExact {
+			return fmt.Errorf("%w: credits quota %d above 2^53 on redis", engine.ErrInvalidLimit, l.Quota())
+		}
+	}
+	return nil
+}
+
+// Values in the engine's encoding (engine.Record.Counters) and in the
+// pool's.
+const (
+	tagShift = 32
+	tagMask  = 1<<30 - 1
+	usedMask = 1<<32 - 1
+)
+
+// pooled converts engine counter v of limit l to the pool's value and
+// window index (a registration: a window's index is the one v is in, taken
+// as the latest with that tag up to now).
+func pooled(l engine.Limit, v uint64) (string, string) {
+	switch l.Kind() {
+	case engine.KindRate:
+		return strconv.FormatUint((v+999)/1000, 10), "0" // µs, rounded up: never earlier
+	case engine.KindWindow, engine.KindMonth:
+		return strconv.FormatUint(v&usedMask, 10), "-1" // the first reservation starts the window
+	}
+	return strconv.FormatUint(v, 10), "0"
+}
+
+// counter converts a pool value (and window index) of limit l to the
+// engine's encoding.
+func counter(l engine.Limit, v uint64, tag int64) uint64 {
+	switch l.Kind() {
+	case engine.KindRate:
+		return v * 1000
+	case engine.KindWindow, engine.KindMonth:
+		if tag < 0 {
+			return 0
+		}
+		return uint64(tag)&tagMask<<tagShift | v&usedMask
+	}
+	return v
+}
+
+// reserveArgs returns the 9 script arguments of one limit.
+func reserveArgs(l engine.Limit, base, from, want uint64, now int64) []any {
+	switch l.Kind() {
+	case engine.KindRate:
+		span := max(l.Quota()*int64(emission(l)), int64(time.Second))
+		return []any{"r", l.Quota(), 0, base / 1000, 0, (from + 999) / 1000, (want + 999) / 1000, (now + 999) / 1000, span / 1000}
+	case engine.KindWindow, engine.KindMonth:
+		return []any{"w", l.Quota(), base >> tagShift & tagMask, base & usedMask, from >> tagShift & tagMask, from & usedMask, want, windowIndex(l, now), 0}
+	}
+	return []any{"c", l.Quota(), 0, base, 0, from, want, 0, 0}
+}
+
+// emission returns a Rate limit's emission interval, as the engine
+// computes it: period/n rounded up.
+func emission(l engine.Limit) time.Duration {
+	p, n := int64(l.Period()), l.RateN()
+	return time.Duration((p + n - 1) / n)
+}
+
+// windowIndex returns the index of the window of l that holds now (ns).
+func windowIndex(l engine.Limit, now int64) int64 {
+	if l.Kind() == engine.KindWindow {
+		return now / int64(l.Period())
+	}
+	y, m, _ := time.Unix(0, now).In(l.Location()).Date()
+	return int64(y-1970)*12 + int64(m-1)
+}

@@ -1,0 +1,340 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/allot-go/allot/engine"
+	"github.com/allot-go/allot/internal/redistest"
+	"github.com/allot-go/allot/persist/redisstore"
+	"github.com/redis/go-redis/v9"
+)
+
+var ctx = context.Background()
+
+// newRedis starts a redis-server and initializes it for allot.
+func newRedis(t *testing.T) (*redistest.Server, *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t, redistest.Always)
+	c := srv.Client()
+	if err := redisstore.Initialize(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	return srv, c
+}
+
+// newEngine returns an engine on a store of its own on c: one of several
+// "processes" sharing Redis.
+func newEngine(t *testing.T, c redis.UniversalClient, opts ...engine.Option) *engine.Engine {
+	t.Helper()
+	st, err := redisstore.New(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(append([]engine.Option{engine.WithStore(st)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+func TestNewNeedsMarker(t *testing.T) {
+	srv := redistest.Start(t, redistest.Always)
+	c := srv.Client()
+	if _, err := redisstore.New(ctx, c); !errors.Is(err, redisstore.ErrNotInitialized) {
+		t.Fatalf("New on an empty Redis: %v, want ErrNotInitialized", err)
+	}
+	if _, err := redisstore.New(ctx, nil); !errors.Is(err, redisstore.ErrInvalidOption) {
+		t.Fatalf("New(nil): %v", err)
+	}
+}
+
+// consumeAll consumes key one unit at a time from g goroutines of each
+// engine until every one is denied, and returns the units each engine
+// granted.
+func consumeAll(t *testing.T, key string, g int, engs ...*engine.Engine) []int64 {
+	t.Helper()
+	got := make([]int64, len(engs))
+	var wg sync.WaitGroup
+	for i, eng := range engs {
+		for range g {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					d, err := eng.Consume(ctx, key, 1)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if !d.Allowed {
+						return
+					}
+					atomic.AddInt64(&got[i], 1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return got
+}
+
+func sum(xs []int64) int64 {
+	var n int64
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+func TestSharedCreditsExact(t *testing.T) {
+	_, c := newRedis(t)
+	a, b := newEngine(t, c), newEngine(t, c)
+	const q = 10000
+	if err := a.Register(ctx, "shared", engine.Credits(q)); err != nil {
+		t.Fatal(err)
+	}
+	got := consumeAll(t, "shared", 16, a, b)
+	if sum(got) != q {
+		t.Fatalf("granted %v = %d in all, want exactly %d", got, sum(got), q)
+	}
+	if got[1] == 0 {
+		t.Fatalf("the second engine granted nothing: %v", got)
+	}
+	t.Logf("granted %v", got)
+}
+
+func TestRegisterSeenElsewhere(t *testing.T) {
+	_, c := newRedis(t)
+	a, b := newEngine(t, c), newEngine(t, c)
+	if err := a.Register(ctx, "k", engine.Credits(5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Register(ctx, "k", engine.Credits(5)); !errors.Is(err, engine.ErrKeyExists) {
+		t.Fatalf("Register of a key another engine registered: %v", err)
+	}
+	d, err := b.Consume(ctx, "k", 5)
+	if err != nil || !d.Allowed {
+		t.Fatalf("Consume in the other engine: %+v %v", d, err)
+	}
+	if d, _ := a.Consume(ctx, "k", 1); d.Allowed {
+		t.Fatalf("a granted beyond the shared quota: %+v", d)
+	}
+}
+
+func TestUnknownKeyCachedThenRegistered(t *testing.T) {
+	_, c := newRedis(t)
+	a := newEngine(t, c)
+	for range 3 {
+		if d, err := a.Consume(ctx, "nobody", 1); err != nil || d.Reason != engine.UnknownKey {
+			t.Fatalf("unknown key: %+v %v", d, err)
+		}
+	}
+	if err := a.Register(ctx, "nobody", engine.Credits(1)); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := a.Consume(ctx, "nobody", 1); err != nil || !d.Allowed {
+		t.Fatalf("after Register in the same engine: %+v %v", d, err)
+	}
+}
+
+func TestCloseGivesBack(t *testing.T) {
+	_, c := newRedis(t)
+	a := newEngine(t, c)
+	if err := a.Register(ctx, "k", engine.Credits(1000)); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if d, err := a.Consume(ctx, "k", 1); err != nil || !d.Allowed {
+			t.Fatal(d, err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := newEngine(t, c)
+	got := consumeAll(t, "k", 4, b)
+	if got[0] != 990 {
+		t.Fatalf("after a's Close, b granted %d, want 990", got[0])
+	}
+}
+
+func TestCrashLosesAtMostAChunk(t *testing.T) {
+	_, c := newRedis(t)
+	st, err := redisstore.New(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := engine.New(engine.WithStore(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Register(ctx, "k", engine.Credits(1000)); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := a.Consume(ctx, "k", 1); err != nil || !d.Allowed {
+		t.Fatal(d, err)
+	}
+	// a "crashes": never closed. What it held is lost, nothing more.
+	b := newEngine(t, c)
+	got := consumeAll(t, "k", 4, b)[0]
+	lo := int64(1000 - 1 - engine.DefaultLeaseOptions().MaxChunk)
+	if got > 999 || got < lo {
+		t.Fatalf("after a crash, b granted %d, want %d to 999", got, lo)
+	}
+	t.Logf("granted %d of 999 after a crash", got)
+}
+
+func TestSharedWindowsAndRate(t *testing.T) {
+	_, c := newRedis(t)
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).UnixNano())
+	clock := engine.WithClock(func() time.Time { return time.Unix(0, now.Load()) })
+	const maxChunk = 64
+	small := engine.WithLease(engine.LeaseOptions{MinChunk: 8, MaxChunk: maxChunk})
+	a, b := newEngine(t, c, clock, small), newEngine(t, c, clock, small)
+	if err := a.Register(ctx, "w", engine.PerWindow(500, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Register(ctx, "r", engine.Rate(100, time.Second, 300)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Register(ctx, "two", engine.Credits(700), engine.PerWindow(400, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key  string
+		want int64
+	}{{"w", 500}, {"r", 300}, {"two", 400}} {
+		got := consumeAll(t, tc.key, 8, a, b)
+		if sum(got) != tc.want {
+			t.Errorf("%s: granted %v = %d, want %d", tc.key, got, sum(got), tc.want)
+		}
+	}
+	now.Add(int64(time.Minute)) // a new window; the rate refills 6000 in a minute, capped at its burst
+	for _, tc := range []struct {
+		key      string
+		want, lo int64
+	}{{"w", 500, 500}, {"r", 300, 300}, {"two", 300, 300 - 2*maxChunk}} {
+		// "two": the credits left (300) are held by both engines, and
+		// so are the window's units: an engine holding credits but no
+		// window units, while the other holds window units but no
+		// credits, is the under-grant the bound allows (a chunk per
+		// engine and limit).
+		got := consumeAll(t, tc.key, 8, a, b)
+		if n := sum(got); n > tc.want || n < tc.lo {
+			t.Errorf("next window, %s: granted %v = %d, want %d to %d", tc.key, got, n, tc.lo, tc.want)
+		}
+	}
+}
+
+func TestRevokeAcrossEngines(t *testing.T) {
+	_, c := newRedis(t)
+	a, b := newEngine(t, c), newEngine(t, c)
+	if err := a.Register(ctx, "k", engine.Credits(1<<40)); err != nil {
+		t.Fatal(err)
+	}
+	var revoked atomic.Bool
+	var after atomic.Int64 // grants of Consumes that started after Revoke returned
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				late := revoked.Load()
+				d, err := b.Consume(ctx, "k", 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Allowed && late {
+					after.Add(1)
+				}
+				if !d.Allowed && d.Reason == engine.Revoked {
+					return
+				}
+			}
+		}()
+	}
+	// b is granting: wait until it has reserved.
+	for {
+		if s, err := b.Status("k"); err == nil && s.Limits[0].Remaining < 1<<40 {
+			break
+		}
+	}
+	start := time.Now()
+	if err := a.Revoke(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	revoked.Store(true)
+	wg.Wait()
+	close(stop)
+	if n := after.Load(); n != 0 {
+		t.Fatalf("%d grants in another engine after Revoke returned", n)
+	}
+	if d, _ := b.Consume(ctx, "k", 1); d.Allowed {
+		t.Fatal("granted after Revoke")
+	}
+	t.Logf("Revoke took %v", took)
+}
+
+func TestRedisLostItsData(t *testing.T) {
+	_, c := newRedis(t)
+	a := newEngine(t, c)
+	if err := a.Register(ctx, "k", engine.Credits(1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// What a holds is still its own until its lease ends; the next
+	// reservation finds the marker gone.
+	var err error
+	for range 2000 {
+		if _, err = a.Consume(ctx, "k", 1); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, engine.ErrStore) || !errors.Is(err, redisstore.ErrLost) {
+		t.Fatalf("Consume after Redis lost its data: %v, want ErrStore and ErrLost", err)
+	}
+	if _, err := redisstore.New(ctx, c); !errors.Is(err, redisstore.ErrNotInitialized) {
+		t.Fatalf("New on a Redis that lost its data: %v", err)
+	}
+}
+
+func TestUnsupportedChangesChangeNothing(t *testing.T) {
+	_, c := newRedis(t)
+	a := newEngine(t, c)
+	if err := a.Register(ctx, "k", engine.Credits(10)); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]func() error{
+		"TopUp":     func() error { return a.TopUp(ctx, "k", 1) },
+		"SetLimits": func() error { return a.SetLimits(ctx, "k", engine.Credits(1)) },
+		"Reset":     func() error { return a.Reset(ctx, "k") },
+		"Delete":    func() error { return a.Delete(ctx, "k") },
+		"Rotate":    func() error { return a.Rotate(ctx, "k", "k2", 0) },
+	} {
+		if err := f(); !errors.Is(err, errors.ErrUnsupported) {
+			t.Errorf("%s: %v, want errors.ErrUnsupported", name, err)
+		}
+	}
+	got := consumeAll(t, "k", 2, a)
+	if got[0] != 10 {
+		t.Fatalf("granted %d, want 10", got[0])
+	}
+}

@@ -1,0 +1,117 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts, one atomic step per allot key. Every Redis key an allot
+// key uses shares the hash tag {allot:<hex digest>}, so that in a Cluster
+// they live in one slot, and a script only touches keys of one slot.
+//
+// A key's hash holds:
+//
+//	reg  the registration number (decimal), which requests must name
+//	rec  the record as package persist encodes it (limits, registration)
+//	rv   "1" once revoked
+//	v<i> limit i's pool: Credits the units spent; a window the units used
+//	     in window w<i> (its full index); Rate the theoretical arrival time
+//	     in µs since the epoch
+//
+// and its holders hash, the lease deadline (Redis TIME, ms) of every store
+// that holds a reservation of it.
+//
+// Numbers are Lua doubles: exact below 2^53, which New checks every limit
+// keeps to (Credits quotas are refused above it, Rate runs in µs).
+
+// createScript registers a key: KEYS[1] its hash; ARGV reg, rec, revoked,
+// then per limit its pool value and window index.
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+redis.call('HSET', KEYS[1], 'reg', ARGV[1], 'rec', ARGV[2])
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'rv', '1') end
+local n = (#ARGV - 3) / 2
+for i = 0, n - 1 do
+  redis.call('HSET', KEYS[1], 'v' .. i, ARGV[4 + 2 * i], 'w' .. i, ARGV[5 + 2 * i])
+end
+return 'ok'
+`)
+
+// reserveScript gives back and reserves (see engine.Reservation): KEYS[1]
+// the key's hash, KEYS[2] its holders; ARGV reg, holder, lease (ms),
+// revoke, release, n, then 9 per limit: kind (c, w, r), quota, base tag,
+// base value, from tag, from value, want, now (a window's index, Rate's
+// µs), Rate's longest span (µs). It returns the outcome (ok, revoked,
+// gone) and per limit start, hard and window index.
+var reserveScript = redis.NewScript(`
+local h, hk = KEYS[1], KEYS[2]
+if redis.call('HGET', h, 'reg') ~= ARGV[1] then return {'gone'} end
+local revoked = redis.call('HGET', h, 'rv') == '1'
+if ARGV[4] == '1' and not revoked then
+  redis.call('HSET', h, 'rv', '1')
+  revoked = true
+end
+local release = ARGV[5] == '1'
+local grant = not revoked and not release
+local function s(x) return string.format('%.0f', x) end
+local out = {revoked and 'revoked' or 'ok'}
+for i = 0, tonumber(ARGV[6]) - 1 do
+  local a = 7 + 9 * i
+  local kind, q = ARGV[a], tonumber(ARGV[a + 1])
+  local btag, bval = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local ftag, fval = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local want, now, span = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+  local vf, wf = 'v' .. i, 'w' .. i
+  local v = tonumber(redis.call('HGET', h, vf) or '0')
+  local start, hard, tag = 0, 0, 0
+  if kind == 'c' then
+    if bval > fval then v = math.max(v - (bval - fval), 0) end
+    start = v
+    if grant then v = v + math.max(math.min(want, q - v), 0) end
+    hard = v
+  elseif kind == 'w' then
+    tag = tonumber(redis.call('HGET', h, wf) or '-1')
+    if tag % 1073741824 == btag and ftag == btag and bval > fval then v = math.max(v - (bval - fval), 0) end
+    if now > tag then tag, v = now, 0 end
+    start = v
+    if grant then v = v + math.max(math.min(want, q - v), 0) end
+    hard = v
+    redis.call('HSET', h, wf, s(tag))
+  else
+    if v == bval and fval < bval then v = math.max(fval, now) end
+    start = math.max(v, now)
+    hard = start
+    if grant then
+      local g = math.min(want, now + span - start)
+      if g > 0 then hard = start + g; v = hard end
+    end
+  end
+  redis.call('HSET', h, vf, s(v))
+  out[#out + 1] = s(start)
+  out[#out + 1] = s(hard)
+  out[#out + 1] = s(tag)
+end
+if release then
+  redis.call('HDEL', hk, ARGV[2])
+elseif grant then
+  local t = redis.call('TIME')
+  redis.call('HSET', hk, ARGV[2], s(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])))
+end
+return out
+`)
+
+// holdersScript returns Redis's clock (ms) and the latest lease deadline of
+// a key's holders other than ARGV[1], after dropping the expired ones:
+// KEYS[1] the holders hash.
+var holdersScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local latest = 0
+for i = 1, #all, 2 do
+  local d = tonumber(all[i + 1])
+  if d <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  elseif all[i] ~= ARGV[1] and d > latest then
+    latest = d
+  end
+end
+return {string.format('%.0f', now), string.format('%.0f', latest)}
+`)
