@@ -201,8 +201,10 @@ func (l *loaded) table(w io.Writer) error {
 		}
 		for i, ls := range k.Limits {
 			full := "-"
-			if ls.ResetAfter > 0 {
-				full = ls.ResetAfter.String()
+			if d := ls.ResetAfter; d >= time.Minute {
+				full = d.Round(time.Second).String()
+			} else if d > 0 {
+				full = d.Round(time.Millisecond).String()
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", id, state, ls.Limit, ls.Remaining, full)
 			if i == 0 {
