@@ -90,6 +90,17 @@
 //     fails with ErrFailed until it is closed and opened again.
 //
 // The checks cost a few system calls per Save, some microseconds.
+//
+// # Backups, and reading a directory from outside
+//
+// (*Store).Backup writes a backup of a running store (Badger's backup
+// stream of a snapshot, with a header and a SHA-256 trailer of ours) while
+// the engine goes on; BackupFile writes one to a file, whole or not at all.
+// Restore writes a backup into an empty or new directory, after checking
+// all of it. Another process cannot open a directory a Store holds, not
+// even to read it (Badger's lock): OpenSnapshot, for tools such as the
+// allot command, reads a directory that no process holds through a private
+// copy, with every check of Open, and never writes it.
 package persist
 
 import (
@@ -160,35 +171,9 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	bo := badger.DefaultOptions(dir).
-		WithSyncWrites(true).
-		WithLogger(logger{o.logger}).
-		WithNumVersionsToKeep(1).
-		WithMemTableSize(16 << 20).     // a write-ahead file of 32 MiB, not 128
-		WithValueLogFileSize(16 << 20). // values never reach the value log
-		// Every record stays in the LSM tree, out of the value log (Save
-		// refuses a record this large: none comes near it).
-		WithValueThreshold(maxValue).
-		// Uncompressed tables: checkTables verifies every block before Badger
-		// reads one (Badger's own checks panic on some damage, in goroutines
-		// of its own). Records are small; compression would gain little.
-		WithCompression(badgeropts.None)
-	if o.badger != nil {
-		bo = o.badger(bo)
-	}
-	if bo.BypassLockGuard || !bo.SyncWrites {
-		return nil, fmt.Errorf("%w: BypassLockGuard and unsynced writes void the store's guarantees", ErrUnsupported)
-	}
-	if bo.ValueThreshold == maxValue {
-		// Badger wants it within a batch (15% of the memtable), which a
-		// small memtable makes smaller.
-		bo.ValueThreshold = min(maxValue, 15*bo.MemTableSize/100)
-	}
-	if bo.ValueThreshold < minValue {
-		return nil, fmt.Errorf("%w: a value threshold below %d bytes would put records in the value log", ErrUnsupported, minValue)
-	}
-	if bo.InMemory || bo.ReadOnly || (bo.ValueDir != "" && filepath.Clean(bo.ValueDir) != filepath.Clean(bo.Dir)) {
-		return nil, fmt.Errorf("%w: an in-memory or read-only Badger, or a value directory of its own", ErrUnsupported)
+	bo, err := badgerOptions(dir, o)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("allot: creating %s: %w", dir, err)
@@ -209,6 +194,41 @@ func Open(dir string, opts ...Option) (st *Store, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// badgerOptions returns the options the store opens Badger with in dir.
+func badgerOptions(dir string, o options) (badger.Options, error) {
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithLogger(logger{o.logger}).
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(16 << 20).     // a write-ahead file of 32 MiB, not 128
+		WithValueLogFileSize(16 << 20). // values never reach the value log
+		// Every record stays in the LSM tree, out of the value log (Save
+		// refuses a record this large: none comes near it).
+		WithValueThreshold(maxValue).
+		// Uncompressed tables: checkTables verifies every block before Badger
+		// reads one (Badger's own checks panic on some damage, in goroutines
+		// of its own). Records are small; compression would gain little.
+		WithCompression(badgeropts.None)
+	if o.badger != nil {
+		bo = o.badger(bo)
+	}
+	if bo.BypassLockGuard || !bo.SyncWrites {
+		return bo, fmt.Errorf("%w: BypassLockGuard and unsynced writes void the store's guarantees", ErrUnsupported)
+	}
+	if bo.ValueThreshold == maxValue {
+		// Badger wants it within a batch (15% of the memtable), which a
+		// small memtable makes smaller.
+		bo.ValueThreshold = min(maxValue, 15*bo.MemTableSize/100)
+	}
+	if bo.ValueThreshold < minValue {
+		return bo, fmt.Errorf("%w: a value threshold below %d bytes would put records in the value log", ErrUnsupported, minValue)
+	}
+	if bo.InMemory || bo.ReadOnly || (bo.ValueDir != "" && filepath.Clean(bo.ValueDir) != filepath.Clean(bo.Dir)) {
+		return bo, fmt.Errorf("%w: an in-memory or read-only Badger, or a value directory of its own", ErrUnsupported)
+	}
+	return bo, nil
 }
 
 // lockDir takes the store's own lock, before anything in dir is touched:

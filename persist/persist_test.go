@@ -45,6 +45,20 @@ func statusOf(t *testing.T, eng *engine.Engine, key string) engine.Status {
 	return s
 }
 
+// restartKeys are keys of every limit kind, with the limits to register:
+// "revoked" is for Revoke, "old" for Rotate.
+func restartKeys() map[string][]engine.Limit {
+	return map[string][]engine.Limit{
+		"credits": {engine.Credits(1000)},
+		"window":  {engine.PerWindow(1000, time.Hour)},
+		"month":   {engine.PerMonthIn(1000, time.UTC)},
+		"rate":    {engine.Rate(10, time.Second, 1000)},
+		"multi":   {engine.Credits(5000), engine.PerWindow(900, time.Minute).Named("per-minute"), engine.Rate(1, time.Millisecond, 800)},
+		"revoked": {engine.Credits(10)},
+		"old":     {engine.Credits(300)},
+	}
+}
+
 // Consume, Close, reopen: every limit kind is exactly where it was.
 func TestCleanRestartIsExact(t *testing.T) {
 	for _, mode := range []string{"lease", "exact"} {
@@ -57,16 +71,7 @@ func TestCleanRestartIsExact(t *testing.T) {
 			clk := &clock{}
 			clk.ns.Store(time.Date(2026, 11, 29, 10, 30, 0, 0, time.UTC).UnixNano())
 			eng := open(t, dir, clk, opts...)
-			keys := map[string][]engine.Limit{
-				"credits": {engine.Credits(1000)},
-				"window":  {engine.PerWindow(1000, time.Hour)},
-				"month":   {engine.PerMonthIn(1000, time.UTC)},
-				"rate":    {engine.Rate(10, time.Second, 1000)},
-				"multi":   {engine.Credits(5000), engine.PerWindow(900, time.Minute).Named("per-minute"), engine.Rate(1, time.Millisecond, 800)},
-				"revoked": {engine.Credits(10)},
-				"old":     {engine.Credits(300)},
-			}
-			for k, ls := range keys {
+			for k, ls := range restartKeys() {
 				require.NoError(t, eng.Register(ctx, k, ls...))
 			}
 			var last engine.Decision
