@@ -271,13 +271,13 @@ func unseal(ent *entry) {
 // current entry's revoked flag and values. f returns the new keyState and
 // values, or an error, in which case nothing changes.
 func (e *Engine) change(ctx context.Context, key, op string, f func(ent *entry, revoked bool, vals []uint64, now int64) (*keyState, []uint64, error)) error {
+	if e.pool != nil {
+		return e.changeShared(ctx, key, op, false, f)
+	}
 	if err := e.beginAdmin(ctx); err != nil {
 		return err
 	}
 	defer e.endAdmin()
-	if e.pool != nil {
-		return errShared(op)
-	}
 	if e.held(key) == nil {
 		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
 	}

@@ -113,6 +113,7 @@ type keyState struct {
 	// engine's monotonic clock, ns since New; 0: none).
 	base  []uint64
 	until atomic.Int64
+	stale atomic.Bool // changed elsewhere: read the key again (reload)
 }
 
 type chainInfo struct {
@@ -385,6 +386,11 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 				if err := e.wait(ctx, e.c.request(o, n)); err != nil {
 					return Decision{}, err
 				}
+				if e.pool != nil && o.st.stale.Load() {
+					if err := e.reload(ctx, o); err != nil {
+						return Decision{}, err
+					}
+				}
 			}
 		}
 	}
@@ -561,8 +567,12 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 				low = low || l.low(vals[i], atomic.LoadUint64(&m.soft))
 			}
 		}
-		if allowed && e.pool != nil && e.mono() >= st.until.Load() {
-			covered = false // the lease on what this engine holds has run out
+		if e.pool != nil && e.mono() >= st.until.Load() {
+			// The lease on what this engine holds has run out: grant
+			// nothing from it, and deny nothing on what may be old news
+			// (a TopUp or Reset elsewhere), before asking the pool again.
+			st.mu.Unlock()
+			return Decision{}, needLease
 		}
 		if allowed && !covered {
 			st.mu.Unlock()

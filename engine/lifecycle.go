@@ -31,13 +31,13 @@ func (e *Engine) DeleteID(ctx context.Context, id KeyID) error {
 }
 
 func (e *Engine) delete(ctx context.Context, key string) error {
+	if e.pool != nil {
+		return e.changeShared(ctx, key, "delete", true, nil)
+	}
 	if err := e.beginAdmin(ctx); err != nil {
 		return err
 	}
 	defer e.endAdmin()
-	if e.pool != nil {
-		return errShared("delete")
-	}
 	if e.held(key) == nil {
 		return fmt.Errorf("%w: delete", ErrUnknownKey)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/allot-go/allot/shard"
 	"github.com/puzpuzpuz/xsync/v3"
 )
 
@@ -29,8 +30,15 @@ import (
 //     that matches ErrKeyExists. Revocations go through Reserve.
 //   - Reserve is called for reservations, revocations and, at Close, to
 //     give back what is unused; Save is not called at Close.
-//   - TopUp, SetLimits, Rotate, Reset and Delete return an error matching
-//     errors.ErrUnsupported and change nothing (for now).
+//   - TopUp, SetLimits, Reset and Delete go through Change, which makes
+//     them linearizable across engines: the pool stops every reservation
+//     of the key, waits until no other holder's lease is live, and applies
+//     the change to the state it holds. What engines held of the key is
+//     lost (at most a chunk per engine and limit): never a unit gained.
+//     Another engine that held the key learns of the change at its next
+//     reservation (Stale) and reads the key again.
+//   - Rotate returns an error matching errors.ErrUnsupported and changes
+//     nothing (for now).
 //
 // Implementations must be safe for concurrent use.
 type Pool interface {
@@ -45,6 +53,14 @@ type Pool interface {
 	// reservation made before id was revoked in the store: every holder
 	// has let go of it, or its lease has run out.
 	Quiesce(ctx context.Context, id KeyID) error
+	// Change changes id's record, of registration reg: it stops every
+	// reservation of id, waits until no other holder's lease is live,
+	// calls f with the record as the pool holds it then (counters at the
+	// pool's values), and stores what f returns in its place (a record
+	// with Deleted removes the key). If f or the pool fails, nothing
+	// changes and Change returns that error. A key the pool does not
+	// hold under reg gives an error matching ErrUnknownKey.
+	Change(ctx context.Context, id KeyID, reg uint64, f func(Record) (Record, error)) error
 }
 
 // NegativeTTL is how long an engine with a Pool remembers that the store
@@ -90,9 +106,10 @@ type Reservation struct {
 	// Answered by the pool.
 	Start, Hard []uint64
 	// Revoked reports that the key is revoked in the pool; Gone, that the
-	// pool holds no key of this ID and registration. Either way nothing
-	// was reserved.
-	Revoked, Gone bool
+	// pool holds no key of this ID and registration; Stale, that the key
+	// was changed (or is being changed) since the engine read it: the
+	// engine must read it again. Then nothing was reserved.
+	Revoked, Gone, Stale bool
 	// Lease is how long, counted from before the engine called Reserve,
 	// the engine may grant from what it holds of the key.
 	Lease time.Duration
@@ -134,27 +151,138 @@ func (e *Engine) fetch(ctx context.Context, key string) (*entry, error) {
 		e.neg.m.Store(id, e.mono()+int64(NegativeTTL))
 		return nil, nil
 	}
-	specs, err := validateLimits(rec.Limits)
-	if err != nil || len(rec.Counters) != len(specs) {
-		return nil, fmt.Errorf("%w: lookup: record %x does not decode", ErrStore, id[:4])
+	ne, err := e.pooledEntry(rec, false)
+	if err != nil {
+		return nil, err
 	}
-	now := e.now()
-	if now < 0 {
-		return nil, e.clockErr()
-	}
-	vals := append([]uint64(nil), rec.Counters...)
-	for i := range vals {
-		vals[i] = min(vals[i], valueMask)
-	}
-	st := &keyState{plan: e.intern(specs), reg: rec.Registration, id: &id}
-	ne := e.newEntry(st, rec.Revoked, vals, now)
-	st.base = vals
 	e.m.Lock(key)
 	defer e.m.Unlock(key)
 	if ent := e.m.Load(key); ent != nil {
 		return ent, nil
 	}
 	return e.m.Store(key, ne), nil
+}
+
+// pooledEntry builds the entry of a record a Pool returned.
+func (e *Engine) pooledEntry(rec Record, revoked bool) (entry, error) {
+	specs, err := validateLimits(rec.Limits)
+	if err != nil || len(rec.Counters) != len(specs) {
+		return entry{}, fmt.Errorf("%w: lookup: record %x does not decode", ErrStore, rec.ID[:4])
+	}
+	now := e.now()
+	if now < 0 {
+		return entry{}, e.clockErr()
+	}
+	vals := append([]uint64(nil), rec.Counters...)
+	for i := range vals {
+		vals[i] = min(vals[i], valueMask)
+	}
+	id := rec.ID
+	st := &keyState{plan: e.intern(specs), reg: rec.Registration, id: &id}
+	return e.newEntry(st, rec.Revoked || revoked, vals, now), nil
+}
+
+// reload reads key again from the Pool after a change elsewhere made its
+// entry old stale: it seals old, reads the record, and publishes its new
+// entry (or removes the key, deleted elsewhere). What old held is lost.
+func (e *Engine) reload(ctx context.Context, old *entry) error {
+	key := shard.KeyOf(old)
+	e.admin.RLock()
+	defer e.admin.RUnlock()
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	e.m.Lock(key)
+	defer e.m.Unlock(key)
+	if e.m.Load(key) != old {
+		return nil // read again already
+	}
+	revoked, _ := seal(old)
+	rec, ok, err := e.pool.Lookup(ctx, idOfKey(key))
+	if err != nil {
+		unseal(old)
+		return wrapStore("lookup", err)
+	}
+	if !ok || rec.Registration != old.st.reg {
+		e.m.Delete(key) // deleted elsewhere: old stays sealed for good
+		return nil
+	}
+	ne, err := e.pooledEntry(rec, revoked)
+	if err != nil {
+		unseal(old)
+		return err
+	}
+	ne.st.track.Store(old.st.track.Load())
+	e.m.Store(key, ne)
+	return nil
+}
+
+// changeShared is change (or, with del, delete) of a key of a Pool: the
+// pool stops every reservation of the key and waits for every other
+// holder's lease to end, then f runs on the pool's state.
+func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f func(ent *entry, revoked bool, vals []uint64, now int64) (*keyState, []uint64, error)) error {
+	if err := e.beginAdmin(ctx); err != nil {
+		return err
+	}
+	defer e.endAdmin()
+	if ent, err := e.lookup(ctx, key); err != nil {
+		return err
+	} else if ent == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
+	}
+	e.m.Lock(key)
+	defer e.m.Unlock(key)
+	ent := e.m.Load(key)
+	if ent == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
+	}
+	if ent.kind() == 0 {
+		return fmt.Errorf("%w: %s", ErrRotated, op)
+	}
+	now := e.now()
+	if now < 0 {
+		return e.clockErr()
+	}
+	revoked, _ := seal(ent)
+	id := IDOf(key)
+	var ne entry
+	var ferr error
+	err := e.pool.Change(ctx, id, ent.st.reg, func(rec Record) (Record, error) {
+		if del {
+			return Record{ID: id, Deleted: true}, nil
+		}
+		cur, err := e.pooledEntry(rec, revoked) // the limits and values as the pool has them
+		if err != nil {
+			return Record{}, err
+		}
+		var vals [MaxLimits]uint64
+		rv, _ := snapshot(&cur, &vals)
+		st, nvals, err := f(&cur, rv, vals[:len(cur.st.limits())], now)
+		if err != nil {
+			ferr = err
+			return Record{}, err
+		}
+		st.track.Store(ent.st.track.Load())
+		st.reg = rec.Registration
+		ne = e.newEntry(st, rv, nvals, now)
+		return recordOf(&ne, id, false), nil
+	})
+	if err != nil {
+		unseal(ent)
+		switch {
+		case ferr != nil:
+			return ferr
+		case errors.Is(err, ErrUnknownKey), ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			return fmt.Errorf("allot: %s: %w", op, err)
+		}
+		return wrapStore(op, err)
+	}
+	if del {
+		e.m.Delete(key) // ent stays sealed for good
+		return nil
+	}
+	e.m.Store(key, ne)
+	return nil
 }
 
 // poolRound is a committer round for a Pool: the administrative records go
@@ -238,18 +366,19 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 	st := ent.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if r.Revoked || r.Gone {
+	if r.Stale || r.Gone {
+		st.until.Store(0)
+		st.stale.Store(true) // read it again: changed, or deleted, elsewhere
+	}
+	if r.Revoked {
 		for {
 			w := atomic.LoadUint64(&ent.word)
 			if w&revokedBit != 0 || atomic.CompareAndSwapUint64(&ent.word, w, w|revokedBit) {
 				break
 			}
 		}
-		if r.Gone {
-			st.until.Store(0)
-		}
 	}
-	if r.Release || r.Gone || len(r.Start) != len(st.limits()) || len(r.Hard) != len(st.limits()) {
+	if r.Release || r.Gone || r.Stale || len(r.Start) != len(st.limits()) || len(r.Hard) != len(st.limits()) {
 		return
 	}
 	for i := range st.limits() {

@@ -52,11 +52,19 @@
 // an operator restores the data or initializes Redis again and restarts
 // the processes.
 //
+// # Changes
+//
+// TopUp, SetLimits, Reset and Delete are linearizable across processes
+// (Change): the key is frozen in Redis, every other holder's lease runs
+// out, the change applies to the state Redis holds, the key thaws. A
+// process that only denies a key decides on what it knows for at most one
+// lease, then asks Redis again.
+//
 // # Not yet
 //
-// TopUp, SetLimits, Rotate, Reset and Delete return an error matching
-// errors.ErrUnsupported (see engine.Pool). Keys lists the keys this engine
-// has seen, not every key in Redis.
+// Rotate returns an error matching errors.ErrUnsupported (see
+// engine.Pool). Keys lists the keys this engine has seen, not every key in
+// Redis.
 package redisstore
 
 import (
@@ -68,6 +76,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +102,8 @@ type Store struct {
 
 	lost   atomic.Bool
 	closed atomic.Bool
+	vers   sync.Map // KeyID -> string: the version of each key's record this store read
+	frozen sync.Map // KeyID -> struct{}: keys this store is changing
 }
 
 var _ engine.Pool = (*Store)(nil)
@@ -143,10 +154,8 @@ func New(ctx context.Context, c redis.UniversalClient, opts ...Option) (*Store, 
 		return nil, fmt.Errorf("allot: redis: %w", err)
 	}
 	s.epoch = ep
-	for _, sc := range []*redis.Script{createScript, reserveScript, holdersScript} {
-		if err := sc.Load(ctx, c).Err(); err != nil {
-			return nil, fmt.Errorf("allot: redis: load script: %w", err)
-		}
+	if err := loadScripts(ctx, c); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -230,6 +239,7 @@ func (s *Store) create(ctx context.Context, r engine.Record) error {
 	if out == "exists" {
 		return fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
 	}
+	s.vers.Store(r.ID, "1")
 	return nil
 }
 
@@ -251,10 +261,8 @@ func (s *Store) run(ctx context.Context, build func(redis.Pipeliner)) error {
 		cmds, err := pipe.Exec(ctx)
 		if err != nil && !errors.Is(err, redis.Nil) {
 			if try == 0 && noScript(cmds) {
-				for _, sc := range []*redis.Script{createScript, reserveScript, holdersScript} {
-					if err := sc.Load(ctx, s.c).Err(); err != nil {
-						return fmt.Errorf("allot: redis: load script: %w", err)
-					}
+				if err := loadScripts(ctx, s.c); err != nil {
+					return err
 				}
 				continue
 			}
@@ -262,6 +270,17 @@ func (s *Store) run(ctx context.Context, build func(redis.Pipeliner)) error {
 		}
 		return s.verify(mk)
 	}
+}
+
+var scripts = []*redis.Script{createScript, reserveScript, holdersScript, freezeScript, commitScript, thawScript}
+
+func loadScripts(ctx context.Context, c redis.UniversalClient) error {
+	for _, sc := range scripts {
+		if err := sc.Load(ctx, c).Err(); err != nil {
+			return fmt.Errorf("allot: redis: load script: %w", err)
+		}
+	}
+	return nil
 }
 
 func noScript(cmds []redis.Cmder) bool {
@@ -273,37 +292,149 @@ func noScript(cmds []redis.Cmder) bool {
 	return false
 }
 
-// Lookup returns id's record as Redis holds it now.
+// Lookup returns id's record as Redis holds it now. While another store
+// changes the key (Change), it waits for the change to end.
 func (s *Store) Lookup(ctx context.Context, id engine.KeyID) (engine.Record, bool, error) {
-	if s.closed.Load() {
-		return engine.Record{}, false, ErrClosed
+	_, frozenHere := s.frozen.Load(id)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		rec, ok, frozen, err := s.lookup(ctx, id)
+		if err != nil || !frozen || frozenHere {
+			return rec, ok, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return engine.Record{}, false, ctx.Err()
+		}
 	}
+}
+
+func (s *Store) lookup(ctx context.Context, id engine.KeyID) (rec engine.Record, ok, frozen bool, err error) {
 	h, _ := hashKey(id)
 	var all *redis.MapStringStringCmd
-	if err := s.run(ctx, func(pipe redis.Pipeliner) { all = pipe.HGetAll(ctx, h) }); err != nil {
-		return engine.Record{}, false, err
+	var now *redis.TimeCmd
+	if err := s.run(ctx, func(pipe redis.Pipeliner) { all, now = pipe.HGetAll(ctx, h), pipe.Time(ctx) }); err != nil {
+		return engine.Record{}, false, false, err
 	}
 	f := all.Val()
 	if len(f) == 0 {
-		return engine.Record{}, false, nil
+		return engine.Record{}, false, false, nil
 	}
+	if frz, err := strconv.ParseInt(f["frz"], 10, 64); err == nil && frz > now.Val().UnixMilli() {
+		frozen = true
+	}
+	rec, err = decode(id, f)
+	if err == nil {
+		s.vers.Store(id, f["ver"])
+	}
+	return rec, err == nil, frozen, err
+}
+
+// decode reads a key's hash.
+func decode(id engine.KeyID, f map[string]string) (engine.Record, error) {
 	rec, err := codec.Decode(id, []byte(f["rec"]))
 	if err != nil {
-		return engine.Record{}, false, err
+		return engine.Record{}, err
 	}
 	if reg, err := strconv.ParseUint(f["reg"], 10, 64); err != nil || reg != rec.Registration {
-		return engine.Record{}, false, fmt.Errorf("%w: redis hash of %x: registration %q", ErrCorrupt, id[:4], f["reg"])
+		return engine.Record{}, fmt.Errorf("%w: redis hash of %x: registration %q", ErrCorrupt, id[:4], f["reg"])
 	}
 	rec.Revoked = f["rv"] == "1"
 	for i, l := range rec.Limits {
 		v, err1 := strconv.ParseUint(f["v"+strconv.Itoa(i)], 10, 64)
 		w, err2 := strconv.ParseInt(f["w"+strconv.Itoa(i)], 10, 64)
 		if err1 != nil || err2 != nil {
-			return engine.Record{}, false, fmt.Errorf("%w: redis hash of %x: limit %d", ErrCorrupt, id[:4], i)
+			return engine.Record{}, fmt.Errorf("%w: redis hash of %x: limit %d", ErrCorrupt, id[:4], i)
 		}
 		rec.Counters[i] = counter(l, v, w)
 	}
-	return rec, true, nil
+	return rec, nil
+}
+
+// Change runs a change of id (see engine.Pool): freeze the key, wait for
+// every other holder's lease, read it, write what f returns, thaw.
+func (s *Store) Change(ctx context.Context, id engine.KeyID, reg uint64, f func(engine.Record) (engine.Record, error)) error {
+	h, hk := hashKey(id)
+	var ver string
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		var res *redis.Cmd
+		if err := s.run(ctx, func(pipe redis.Pipeliner) {
+			res = freezeScript.EvalSha(ctx, pipe, []string{h}, strconv.FormatUint(reg, 10), (4 * s.lease).Milliseconds())
+		}); err != nil {
+			return err
+		}
+		out, err := res.StringSlice()
+		if err != nil {
+			return fmt.Errorf("allot: redis: freeze: %w", err)
+		}
+		if out[0] == "gone" {
+			return engine.ErrUnknownKey
+		}
+		if out[0] == "ok" {
+			ver = out[1]
+			break
+		}
+		t := time.NewTimer(wait) // another change of the key runs
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	s.frozen.Store(id, struct{}{})
+	defer s.frozen.Delete(id)
+	done := false
+	defer func() {
+		if !done {
+			_ = thawScript.Run(context.WithoutCancel(ctx), s.c, []string{h}, ver).Err()
+		}
+	}()
+	if err := s.Quiesce(ctx, id); err != nil {
+		return err
+	}
+	cur, ok, _, err := s.lookup(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !ok || cur.Registration != reg {
+		return engine.ErrUnknownKey
+	}
+	next, err := f(cur)
+	if err != nil {
+		return err
+	}
+	if err := checkLimits(next.Limits); err != nil {
+		return err
+	}
+	args := []any{ver, b2s(next.Deleted)}
+	if !next.Deleted {
+		body, err := codec.Encode(engine.Record{ID: id, Limits: next.Limits, Counters: next.Counters, Registration: reg})
+		if err != nil {
+			return err
+		}
+		args = append(args, body)
+		for i, l := range next.Limits {
+			v, w := pooled(l, next.Counters[i])
+			args = append(args, v, w)
+		}
+	} else {
+		args = append(args, "")
+	}
+	var res *redis.Cmd
+	if err := s.run(ctx, func(pipe redis.Pipeliner) {
+		res = commitScript.EvalSha(ctx, pipe, []string{h, hk}, args...)
+	}); err != nil {
+		return err
+	}
+	if out, err := res.Text(); err != nil || out != "ok" {
+		return fmt.Errorf("allot: redis: the change of %x took longer than its freeze (%v): %v %w", id[:4], 4*s.lease, out, err)
+	}
+	done = true
+	s.vers.Delete(id)
+	return nil
 }
 
 // Reserve answers each reservation with one script run per key, all in one
@@ -317,7 +448,11 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 		for i := range rs {
 			r := &rs[i]
 			h, hk := hashKey(r.ID)
-			args := []any{strconv.FormatUint(r.Registration, 10), s.holder, s.lease.Milliseconds(), b2s(r.Revoke), b2s(r.Release), len(r.Limits)}
+			ver := "1"
+			if v, ok := s.vers.Load(r.ID); ok {
+				ver = v.(string)
+			}
+			args := []any{strconv.FormatUint(r.Registration, 10), s.holder, s.lease.Milliseconds(), b2s(r.Revoke), b2s(r.Release), len(r.Limits), ver}
 			for j, l := range r.Limits {
 				args = append(args, reserveArgs(l, r.Base[j], r.From[j], r.Want[j], r.Now)...)
 			}
@@ -344,6 +479,9 @@ func answer(r *engine.Reservation, cmd *redis.Cmd, lease time.Duration) error {
 	switch {
 	case len(out) == 1 && out[0] == "gone":
 		r.Gone = true
+		return nil
+	case len(out) == 2 && out[0] == "stale":
+		r.Stale, r.Revoked = true, out[1] == "1"
 		return nil
 	case len(out) != 1+3*len(r.Limits):
 		return fmt.Errorf("%w: reserve answered %d values for %d limits", ErrCorrupt, len(out), len(r.Limits))
@@ -420,14 +558,13 @@ const (
 )
 
 // pooled converts engine counter v of limit l to the pool's value and
-// window index (a registration: a window's index is the one v is in, taken
-// as the latest with that tag up to now).
+// window tag.
 func pooled(l engine.Limit, v uint64) (string, string) {
 	switch l.Kind() {
 	case engine.KindRate:
 		return strconv.FormatUint((v+999)/1000, 10), "0" // µs, rounded up: never earlier
 	case engine.KindWindow, engine.KindMonth:
-		return strconv.FormatUint(v&usedMask, 10), "-1" // the first reservation starts the window
+		return strconv.FormatUint(v&usedMask, 10), strconv.FormatUint(v>>tagShift&tagMask, 10)
 	}
 	return strconv.FormatUint(v, 10), "0"
 }
@@ -439,9 +576,6 @@ func counter(l engine.Limit, v uint64, tag int64) uint64 {
 	case engine.KindRate:
 		return v * 1000
 	case engine.KindWindow, engine.KindMonth:
-		if tag < 0 {
-			return 0
-		}
 		return uint64(tag)&tagMask<<tagShift | v&usedMask
 	}
 	return v
@@ -454,7 +588,7 @@ func reserveArgs(l engine.Limit, base, from, want uint64, now int64) []any {
 		span := max(l.Quota()*int64(emission(l)), int64(time.Second))
 		return []any{"r", l.Quota(), 0, base / 1000, 0, (from + 999) / 1000, (want + 999) / 1000, (now + 999) / 1000, span / 1000}
 	case engine.KindWindow, engine.KindMonth:
-		return []any{"w", l.Quota(), base >> tagShift & tagMask, base & usedMask, from >> tagShift & tagMask, from & usedMask, want, windowIndex(l, now), 0}
+		return []any{"w", l.Quota(), base >> tagShift & tagMask, base & usedMask, from >> tagShift & tagMask, from & usedMask, want, windowIndex(l, now) & tagMask, 0}
 	}
 	return []any{"c", l.Quota(), 0, base, 0, from, want, 0, 0}
 }

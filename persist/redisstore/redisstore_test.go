@@ -316,25 +316,125 @@ func TestRedisLostItsData(t *testing.T) {
 	}
 }
 
-func TestUnsupportedChangesChangeNothing(t *testing.T) {
+func TestRotateUnsupported(t *testing.T) {
 	_, c := newRedis(t)
 	a := newEngine(t, c)
 	if err := a.Register(ctx, "k", engine.Credits(10)); err != nil {
 		t.Fatal(err)
 	}
-	for name, f := range map[string]func() error{
-		"TopUp":     func() error { return a.TopUp(ctx, "k", 1) },
-		"SetLimits": func() error { return a.SetLimits(ctx, "k", engine.Credits(1)) },
-		"Reset":     func() error { return a.Reset(ctx, "k") },
-		"Delete":    func() error { return a.Delete(ctx, "k") },
-		"Rotate":    func() error { return a.Rotate(ctx, "k", "k2", 0) },
-	} {
-		if err := f(); !errors.Is(err, errors.ErrUnsupported) {
-			t.Errorf("%s: %v, want errors.ErrUnsupported", name, err)
+	if err := a.Rotate(ctx, "k", "k2", 0); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("Rotate: %v, want errors.ErrUnsupported", err)
+	}
+	if got := consumeAll(t, "k", 2, a); got[0] != 10 {
+		t.Fatalf("granted %d, want 10", got[0])
+	}
+}
+
+// Changes in one engine hold in the other as soon as they return: the
+// other engine's reservation is stopped, and it reads the key again.
+func TestChangesAcrossEngines(t *testing.T) {
+	_, c := newRedis(t)
+	a, b := newEngine(t, c), newEngine(t, c)
+	if err := a.Register(ctx, "k", engine.Credits(100)); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(consumeAll(t, "k", 4, b)); got != 100 {
+		t.Fatalf("granted %d of 100", got)
+	}
+	if err := a.TopUp(ctx, "k", 50); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(consumeAll(t, "k", 4, a, b)); got != 50 {
+		t.Fatalf("after TopUp(50) elsewhere: granted %d, want 50", got)
+	}
+	if err := a.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(consumeAll(t, "k", 4, b)); got != 150 {
+		t.Fatalf("after Reset elsewhere: granted %d, want 150", got)
+	}
+	// Shrink below what is spent, grow back: nothing refills.
+	if err := a.SetLimits(ctx, "k", engine.Credits(10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetLimits(ctx, "k", engine.Credits(150)); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(consumeAll(t, "k", 4, a, b)); got != 0 {
+		t.Fatalf("after a shrink and a grow back: granted %d, want 0", got)
+	}
+	if err := a.SetLimits(ctx, "k", engine.Credits(170)); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(consumeAll(t, "k", 4, a, b)); got != 20 {
+		t.Fatalf("after growing by 20: granted %d, want 20", got)
+	}
+	if err := a.TopUp(ctx, "nope", 1); !errors.Is(err, engine.ErrUnknownKey) {
+		t.Fatalf("TopUp of an unknown key: %v", err)
+	}
+	if err := a.TopUp(ctx, "k", 0); !errors.Is(err, engine.ErrInvalidAmount) {
+		t.Fatalf("TopUp(0): %v", err)
+	}
+	if err := a.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*engine.Engine{a, b} {
+		if d, err := e.Consume(ctx, "k", 1); err != nil || d.Reason != engine.UnknownKey {
+			t.Fatalf("after Delete: %+v %v, want UnknownKey", d, err)
 		}
 	}
-	got := consumeAll(t, "k", 2, a)
-	if got[0] != 10 {
-		t.Fatalf("granted %d, want 10", got[0])
+	if err := b.Register(ctx, "k", engine.Credits(3)); err != nil {
+		t.Fatalf("Register after Delete: %v", err)
+	}
+	if got := sum(consumeAll(t, "k", 4, b)); got != 3 {
+		t.Fatalf("a name registered again starts from nothing: granted %d, want 3", got)
+	}
+}
+
+// A change while another engine consumes: after the change returns, the
+// other engine grants only under the new limits.
+func TestShrinkWhileConsuming(t *testing.T) {
+	_, c := newRedis(t)
+	a, b := newEngine(t, c), newEngine(t, c)
+	if err := a.Register(ctx, "k", engine.Credits(1<<40)); err != nil {
+		t.Fatal(err)
+	}
+	var changed atomic.Bool
+	var granted, after atomic.Int64
+	var wg sync.WaitGroup
+	started := make(chan struct{})
+	var once sync.Once
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				late := changed.Load()
+				d, err := b.Consume(ctx, "k", 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !d.Allowed {
+					return
+				}
+				granted.Add(1)
+				once.Do(func() { close(started) })
+				if late {
+					after.Add(1)
+				}
+			}
+		}()
+	}
+	<-started
+	// Spent so far is what b granted plus what it holds: shrink to what
+	// is spent now plus 100, so that at most 100 more may be granted.
+	if err := a.SetLimits(ctx, "k", engine.Credits(1)); err != nil {
+		t.Fatal(err)
+	}
+	changed.Store(true)
+	wg.Wait()
+	if n := after.Load(); n != 0 {
+		t.Fatalf("%d grants after SetLimits(Credits(1)) returned, with more than 1 spent", n)
 	}
 }

@@ -10,10 +10,12 @@ import "github.com/redis/go-redis/v9"
 //
 //	reg  the registration number (decimal), which requests must name
 //	rec  the record as package persist encodes it (limits, registration)
+//	ver  the version of rec: a reservation must name it (else: stale)
+//	frz  while a change runs (Store.Change): until when (Redis TIME, ms)
 //	rv   "1" once revoked
 //	v<i> limit i's pool: Credits the units spent; a window the units used
-//	     in window w<i> (its full index); Rate the theoretical arrival time
-//	     in µs since the epoch
+//	     in window w<i> (its index mod 2^30, compared as the engine does);
+//	     Rate the theoretical arrival time in µs since the epoch
 //
 // and its holders hash, the lease deadline (Redis TIME, ms) of every store
 // that holds a reservation of it.
@@ -25,7 +27,7 @@ import "github.com/redis/go-redis/v9"
 // then per limit its pool value and window index.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-redis.call('HSET', KEYS[1], 'reg', ARGV[1], 'rec', ARGV[2])
+redis.call('HSET', KEYS[1], 'reg', ARGV[1], 'rec', ARGV[2], 'ver', '1')
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'rv', '1') end
 local n = (#ARGV - 3) / 2
 for i = 0, n - 1 do
@@ -36,10 +38,11 @@ return 'ok'
 
 // reserveScript gives back and reserves (see engine.Reservation): KEYS[1]
 // the key's hash, KEYS[2] its holders; ARGV reg, holder, lease (ms),
-// revoke, release, n, then 9 per limit: kind (c, w, r), quota, base tag,
-// base value, from tag, from value, want, now (a window's index, Rate's
-// µs), Rate's longest span (µs). It returns the outcome (ok, revoked,
-// gone) and per limit start, hard and window index.
+// revoke, release, n, ver, then 9 per limit: kind (c, w, r), quota, base
+// tag, base value, from tag, from value, want, now (a window's index mod
+// 2^30, Rate's µs), Rate's longest span (µs). It returns the outcome (ok,
+// revoked, gone; or stale and the revoked flag) and per limit start, hard
+// and window tag.
 var reserveScript = redis.NewScript(`
 local h, hk = KEYS[1], KEYS[2]
 if redis.call('HGET', h, 'reg') ~= ARGV[1] then return {'gone'} end
@@ -48,12 +51,18 @@ if ARGV[4] == '1' and not revoked then
   redis.call('HSET', h, 'rv', '1')
   revoked = true
 end
+local t = redis.call('TIME')
+local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('HGET', h, 'ver') ~= ARGV[7] or tonumber(redis.call('HGET', h, 'frz') or '0') > nowms then
+  return {'stale', revoked and '1' or '0'}
+end
+local M, HALF = 1073741824, 536870912
 local release = ARGV[5] == '1'
 local grant = not revoked and not release
 local function s(x) return string.format('%.0f', x) end
 local out = {revoked and 'revoked' or 'ok'}
 for i = 0, tonumber(ARGV[6]) - 1 do
-  local a = 7 + 9 * i
+  local a = 8 + 9 * i
   local kind, q = ARGV[a], tonumber(ARGV[a + 1])
   local btag, bval = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local ftag, fval = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
@@ -67,9 +76,10 @@ for i = 0, tonumber(ARGV[6]) - 1 do
     if grant then v = v + math.max(math.min(want, q - v), 0) end
     hard = v
   elseif kind == 'w' then
-    tag = tonumber(redis.call('HGET', h, wf) or '-1')
-    if tag % 1073741824 == btag and ftag == btag and bval > fval then v = math.max(v - (bval - fval), 0) end
-    if now > tag then tag, v = now, 0 end
+    tag = tonumber(redis.call('HGET', h, wf) or ARGV[a + 7])
+    if tag == btag and ftag == btag and bval > fval then v = math.max(v - (bval - fval), 0) end
+    local d = (now - tag) % M
+    if d ~= 0 and d < HALF then tag, v = now, 0 end -- a newer window; an older one stays (a clock behind)
     start = v
     if grant then v = v + math.max(math.min(want, q - v), 0) end
     hard = v
@@ -91,10 +101,58 @@ end
 if release then
   redis.call('HDEL', hk, ARGV[2])
 elseif grant then
-  local t = redis.call('TIME')
-  redis.call('HSET', hk, ARGV[2], s(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])))
+  redis.call('HSET', hk, ARGV[2], s(nowms + tonumber(ARGV[3])))
 end
 return out
+`)
+
+// freezeScript starts a change: KEYS[1] the key's hash; ARGV reg, how
+// long (ms). It bumps the version, so that every reservation is stale,
+// and freezes the key, so that none is granted until the change commits
+// or the freeze ends. It returns {'ok', ver}, {'gone'} or {'busy'} (another
+// change runs).
+var freezeScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'reg') ~= ARGV[1] then return {'gone'} end
+local t = redis.call('TIME')
+local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(redis.call('HGET', KEYS[1], 'frz') or '0') > nowms then return {'busy'} end
+local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('HSET', KEYS[1], 'frz', string.format('%.0f', nowms + tonumber(ARGV[2])))
+return {'ok', tostring(ver)}
+`)
+
+// commitScript ends a change: KEYS[1] the key's hash, KEYS[2] its
+// holders; ARGV ver (the freeze's), deleted, rec, then per limit its pool
+// value and window tag. It fails ('lost') if the freeze has ended or is
+// not this one's.
+var commitScript = redis.NewScript(`
+local t = redis.call('TIME')
+local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('HGET', KEYS[1], 'ver') ~= ARGV[1] or tonumber(redis.call('HGET', KEYS[1], 'frz') or '0') <= nowms then
+  return 'lost'
+end
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 'ok'
+end
+redis.call('HSET', KEYS[1], 'rec', ARGV[3])
+local n = (#ARGV - 3) / 2
+for i = 0, n - 1 do
+  redis.call('HSET', KEYS[1], 'v' .. i, ARGV[4 + 2 * i], 'w' .. i, ARGV[5 + 2 * i])
+end
+for i = n, 7 do
+  redis.call('HDEL', KEYS[1], 'v' .. i, 'w' .. i)
+end
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('HDEL', KEYS[1], 'frz')
+return 'ok'
+`)
+
+// thawScript ends a change that failed: KEYS[1] the key's hash; ARGV the
+// freeze's version.
+var thawScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'ver') == ARGV[1] then redis.call('HDEL', KEYS[1], 'frz') end
+return 'ok'
 `)
 
 // holdersScript returns Redis's clock (ms) and the latest lease deadline of
