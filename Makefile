@@ -51,13 +51,14 @@ bench-engine:
 
 ## crash: kill -9 loops (CRASH_CYCLES each, default 200): a child consuming
 ## from a Badger store, then a child mixing consumes and refunds with
-## register, revoke, rotate and top up; each kill is aimed at the child's
-## opening, its running or its closing, every limit kind is used, every
-## store must open at the first try, every invariant is checked after every
-## restart.
+## register, revoke, rotate, top up, delete, reset and the store's Compact;
+## each kill is aimed at the child's opening, its running or its closing,
+## every limit kind is used, every store must open at the first try, every
+## invariant is checked after every restart. Then kills the instant a
+## Revoke or a Delete returns.
 CRASH_CYCLES ?= 200
 crash:
-	ALLOT_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -v -timeout 60m -run 'TestCrashLoop|TestCrashMix$$|TestRevokeSurvivesKill' ./persist
+	ALLOT_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -v -timeout 60m -run 'TestCrashLoop|TestCrashMix$$|TestRevokeSurvivesKill|TestDeleteSurvivesKill' ./persist
 
 ## stress: 500 linearizability histories checked with porcupine, and a flood
 ## of 1,000,000 requests with unknown keys through the middleware.

@@ -108,9 +108,11 @@
 // the chain's registration number (keyState.reg, alias.reg,
 // Record.Registration); following a link checks it, so a name deleted and
 // registered again is never reached by an old chain. Reset, like SetLimits,
-// starts a new origin. Guarded by TestDeleteRacingConsume,
-// TestDeleteInRotationChain, TestDeleteAndRegisterAgain, TestResetExact,
-// TestDeleteChurn.
+// starts a new origin. With a Store the deletion record removes the key's
+// record in the Save's transaction, so a restart never brings the key back.
+// Guarded by TestDeleteRacingConsume, TestDeleteInRotationChain,
+// TestDeleteAndRegisterAgain, TestResetExact, TestDeleteChurn (and in
+// persist by TestDeleteSurvivesKill, TestCrashMix).
 //
 // I11. Pools (pool.go). With a Store that is a Pool, shared by engines in
 // several processes, every entry takes its key's mutex; a value is in the

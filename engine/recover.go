@@ -61,13 +61,13 @@ func (e *Engine) flush(ctx context.Context) error {
 		}
 		recs = append(recs, recordOf(ent, idOfKey(key), false))
 		if len(recs) == batch {
-			err = e.store.Save(ctx, recs...)
+			err = e.c.save(ctx, recs)
 			recs = recs[:0]
 		}
 		return err == nil
 	})
 	if err == nil && len(recs) > 0 {
-		err = e.store.Save(ctx, recs...)
+		err = e.c.save(ctx, recs)
 	}
 	if err != nil {
 		return wrapStore("flush", err)

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -95,4 +96,37 @@ func TestStoreErrorReadsOnce(t *testing.T) {
 	require.ErrorIs(t, err, engine.ErrStore)
 	require.ErrorIs(t, err, inner)
 	require.Equal(t, "allot: store failed: load: disk unreadable", err.Error())
+}
+
+// Close's final flush is counted as rounds like any other: its Saves (1,024
+// records each), its records, their latency, and a failure.
+func TestStatsCountCloseFlush(t *testing.T) {
+	eng, err := engine.New(engine.WithStore(newMemStore()))
+	require.NoError(t, err)
+	for i := range 1500 {
+		require.NoError(t, eng.Register(ctx, fmt.Sprint("k", i), engine.Credits(10)))
+	}
+	before := eng.Stats()
+	require.Equal(t, int64(1500), before.Rounds, "one round per registration")
+	require.NoError(t, eng.Close())
+	after := eng.Stats()
+	require.Equal(t, before.Rounds+2, after.Rounds, "1,500 keys: two Saves")
+	require.Equal(t, before.Records+1500, after.Records)
+	require.Equal(t, before.RoundLatency.Count+2, after.RoundLatency.Count)
+	require.Zero(t, after.StoreErrors)
+
+	fs := newFaultStore()
+	eng, err = engine.New(engine.WithStore(fs))
+	require.NoError(t, err)
+	require.NoError(t, eng.Register(ctx, "k", engine.Credits(10)))
+	fs.mu.Lock()
+	fs.fail = errors.New("disk gone at close")
+	fs.mu.Unlock()
+	before = eng.Stats()
+	require.ErrorIs(t, eng.Close(), engine.ErrStore)
+	after = eng.Stats()
+	require.Equal(t, before.Rounds, after.Rounds)
+	require.Equal(t, before.StoreErrors+1, after.StoreErrors)
+	require.ErrorContains(t, after.LastStoreError, "disk gone at close")
+	require.Equal(t, before.RoundLatency.Count+1, after.RoundLatency.Count)
 }

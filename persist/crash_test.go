@@ -90,15 +90,19 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("started by TestCrashLoop only")
 	}
 	say := sayer()
-	eng := childEngine(dir, say)
-	switch os.Getenv("ALLOT_CRASH_MODE") {
-	case "revoke":
+	eng, _ := childEngine(dir, say)
+	switch mode := os.Getenv("ALLOT_CRASH_MODE"); mode {
+	case "revoke", "delete":
+		call, done := eng.Revoke, "revoked"
+		if mode == "delete" {
+			call, done = eng.Delete, "deleted"
+		}
 		k := os.Getenv("ALLOT_CRASH_KEY")
-		if err := eng.Revoke(ctx, k); err != nil {
+		if err := call(ctx, k); err != nil {
 			say("error %v", err)
 			os.Exit(2)
 		}
-		say("revoked %s", k)
+		say("%s %s", done, k)
 		select {} // wait for SIGKILL
 	}
 	closeAfter, _ := strconv.ParseInt(os.Getenv("ALLOT_CRASH_CLOSE_AFTER"), 10, 64)
@@ -156,7 +160,7 @@ func sayer() func(format string, a ...any) {
 // childEngine opens the engine of a crash child; it says "opening" first,
 // so that the parent can aim a kill at the opening. Its reservations are of
 // 4 to crashMaxChunk units, or the default ones with ALLOT_CRASH_CHUNKS=default.
-func childEngine(dir string, say func(string, ...any)) *engine.Engine {
+func childEngine(dir string, say func(string, ...any)) (*engine.Engine, *persist.Store) {
 	say("opening")
 	var opts []persist.Option
 	if os.Getenv("ALLOT_CRASH_CHUNKS") != "default" {
@@ -172,7 +176,7 @@ func childEngine(dir string, say func(string, ...any)) *engine.Engine {
 		say("error %v", err)
 		os.Exit(2)
 	}
-	return eng
+	return eng, st
 }
 
 // child starts the test binary as a crash child.
@@ -372,14 +376,7 @@ func TestRevokeSurvivesKill(t *testing.T) {
 	}
 	require.NoError(t, eng.Close())
 	for i := range 3 {
-		k := fmt.Sprint("victim-", i)
-		cmd, sc := child(t, dir, "ALLOT_CRASH_MODE=revoke", "ALLOT_CRASH_KEY="+k)
-		require.True(t, sc.Scan())
-		require.Equal(t, "opening", sc.Text())
-		require.True(t, sc.Scan())
-		require.Equal(t, "revoked "+k, sc.Text())
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		_ = cmd.Wait()
+		killAfter(t, dir, "revoke", fmt.Sprint("victim-", i))
 	}
 	eng = open(t, dir, nil)
 	defer eng.Close()
@@ -388,4 +385,17 @@ func TestRevokeSurvivesKill(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, engine.Revoked, d.Reason)
 	}
+}
+
+// killAfter starts a crash child that makes one call (mode: revoke or
+// delete) on key, and kills it with SIGKILL the moment the call returned.
+func killAfter(t *testing.T, dir, mode, key string) {
+	t.Helper()
+	cmd, sc := child(t, dir, "ALLOT_CRASH_MODE="+mode, "ALLOT_CRASH_KEY="+key)
+	require.True(t, sc.Scan())
+	require.Equal(t, "opening", sc.Text())
+	require.True(t, sc.Scan())
+	require.Equal(t, map[string]string{"revoke": "revoked ", "delete": "deleted "}[mode]+key, sc.Text())
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
 }

@@ -22,15 +22,18 @@ import (
 // cannot change atomically together, so the order is fixed: the meta file
 // only ever takes a state after Badger's transaction of that state has
 // committed (and synced). A crash between them leaves the meta file behind
-// Badger, never ahead, and Open accepts that. Records are never deleted, so
-// a count known at some generation is a lower bound for every later one.
+// Badger, never ahead, and Open accepts that. A Save that deletes records
+// lowers the count in the same transaction, so the meta file's count holds
+// for its own generation only: a meta file behind Badger may count records
+// deleted since.
 //
 // Open refuses (ErrCorrupt, naming what it found) when:
 //   - Badger's generation is below the meta file's: writes that were durable
 //     are gone (a damaged or deleted MANIFEST, table or write-ahead file);
 //   - Badger holds fewer records than its own count, or than the meta
-//     file's: records are gone while newer writes survived (tables dropped
-//     from a damaged MANIFEST, with the write-ahead log intact);
+//     file's when both are at the same generation: records are gone while
+//     newer writes survived (tables dropped from a damaged MANIFEST, with
+//     the write-ahead log intact);
 //   - the meta file is missing while Badger has a generation, or the meta
 //     file is damaged, or is another store's (store ids differ);
 //   - the meta file has a generation but the MANIFEST is missing (checked
@@ -54,6 +57,9 @@ const (
 var (
 	keyState = []byte("m/state") // generation and record count, in every Save
 	keyID    = []byte("m/id")    // the store's id, as in its meta file
+	// keyCompact is written and dropped by Compact: Badger's DropPrefix,
+	// which flushes the memtables, acts only on a prefix that has a key.
+	keyCompact = []byte("m/compact")
 )
 
 // metaState is what the meta file and m/state hold.
@@ -253,18 +259,36 @@ func (s *keySet) add(fp uint64) bool {
 	}
 }
 
-// remove deletes fp (backward-shift deletion: no tombstones).
-func (s *keySet) remove(fp uint64) {
+// find returns the slot of fp, and false if fp is not in the set.
+func (s *keySet) find(fp uint64) (uint64, bool) {
 	if s.n == 0 {
+		return 0, false
+	}
+	mask := uint64(len(s.slots) - 1)
+	for i := fp & mask; ; i = (i + 1) & mask {
+		switch s.slots[i] {
+		case fp:
+			return i, true
+		case 0:
+			return 0, false
+		}
+	}
+}
+
+// has reports whether fp is in the set.
+func (s *keySet) has(fp uint64) bool {
+	_, ok := s.find(fp)
+	return ok
+}
+
+// remove deletes fp, if it is there (backward-shift deletion: no
+// tombstones).
+func (s *keySet) remove(fp uint64) {
+	i, ok := s.find(fp)
+	if !ok {
 		return
 	}
 	mask := uint64(len(s.slots) - 1)
-	i := fp & mask
-	for ; s.slots[i] != fp; i = (i + 1) & mask {
-		if s.slots[i] == 0 {
-			return
-		}
-	}
 	for j := (i + 1) & mask; s.slots[j] != 0; j = (j + 1) & mask {
 		// The entry at j may move into the hole at i if its home slot
 		// does not lie cyclically in (i, j].

@@ -7,8 +7,11 @@
 //
 // What is durable, and when:
 //
-//   - Register, Revoke, Rotate, TopUp and SetLimits are synced to disk before
-//     they return. A revocation survives kill -9 the instant Revoke returns.
+//   - Register, Revoke, Rotate, TopUp, SetLimits, Reset and Delete are
+//     synced to disk before they return. A revocation survives kill -9 the
+//     instant Revoke returns; so does a deletion: Delete removes the key's
+//     record in the same synced transaction, and the key is unknown after
+//     a restart.
 //   - Consume, in lease mode (the default), grants units only from a
 //     reservation that is already synced; the next reservation is written
 //     in the background, many keys to one synced transaction, so Consume
@@ -26,6 +29,12 @@
 // directory. Records carry a format version and a checksum: a damaged or
 // unknown record makes Open fail, it never resets a counter to full.
 //
+// A deleted record leaves Badger's deletion marker, and older versions of
+// records stay, until a compaction drops them: Compact does that for every
+// table at once, after which no byte of a deleted key's digest is left in
+// the directory's files. Run it after many deletions (the space comes back
+// then, too).
+//
 // # What Open refuses
 //
 // Open fails, rather than open a store that is not whole:
@@ -40,10 +49,12 @@
 //     written after Badger's transaction is durable, so a crash leaves it
 //     behind Badger, never ahead; Open refuses when Badger is behind the
 //     meta file (durable writes are gone: a damaged or deleted MANIFEST,
-//     table or write-ahead file), when Badger holds fewer records than
-//     either count says (tables dropped), when the meta file is missing or
-//     damaged or another store's, and when the MANIFEST is missing (before
-//     Badger would start a new one and delete every table). The error says
+//     table or write-ahead file), when Badger holds fewer records than its
+//     own count says, or than the meta file's at the same generation
+//     (tables dropped; a meta file behind Badger may still count records
+//     deleted since), when the meta file is missing or damaged or another
+//     store's, and when the MANIFEST is missing (before Badger would start
+//     a new one and delete every table). The error says
 //     what was found, for example "the store holds 0 records at generation
 //     0, allot.meta says 12 records at generation 15". Table files that
 //     Badger drops at Open (not listed in its MANIFEST) are kept in
@@ -55,11 +66,12 @@
 //     store with the defaults.
 //
 // Tables that Badger drops at Open are read before they go: a write in one
-// that the store no longer has (a record that would come back older, which
-// no count shows) is refused too. Damage the checks cannot see: loss
-// confined to the writes of the last 100 ms before a crash (the meta file
-// trails Badger by that much while Saves keep coming; Close and Open bring
-// it up to date).
+// that the store holds at an older version (a record that would come back
+// older, which no count shows) is refused too; a record the store does not
+// hold at all may have been deleted, and is left to the counts. Damage the
+// checks cannot see: loss confined to the writes of the last 100 ms before
+// a crash (the meta file trails Badger by that much while Saves keep
+// coming; Close and Open bring it up to date).
 //
 // # Faults while it runs
 //
@@ -460,7 +472,9 @@ func (s *Store) check(meta metaState, slot int, haveMeta bool) error {
 		if err := lost("records lost (MANIFEST or table file damaged): the store holds %d records, its own count says %d (generation %d)", recs, bcount, bgen); err != nil {
 			return err
 		}
-	case haveMeta && recs < meta.count:
+	case haveMeta && meta.gen == bgen && recs < meta.count:
+		// Only at the same generation: a Save since may have deleted
+		// records that the meta file still counts.
 		if err := lost("records lost (MANIFEST or table file damaged): the store holds %d records, %s says %d (generation %d)", recs, metaName, meta.count, meta.gen); err != nil {
 			return err
 		}
@@ -645,8 +659,10 @@ const (
 	minValue = 4 << 10
 )
 
-// Save writes recs in one synced transaction: all of them or none. The same
-// transaction moves the store's generation and record count (m/state) on.
+// Save writes recs in one synced transaction: all of them or none. A record
+// with Deleted set removes the key's record instead (a record that is not
+// there is no error). The same transaction moves the store's generation and
+// record count (m/state) on.
 func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	if s == nil {
 		return ErrClosed
@@ -654,9 +670,7 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	vals := make([][]byte, len(recs))
 	for i, r := range recs {
 		if r.Deleted {
-			// TODO(lifecycle): remove the record and keep the meta
-			// file's count right; until then a deletion fails whole.
-			return fmt.Errorf("%w: deleting a key's record", ErrUnsupported)
+			continue // removed in the same transaction; nothing to encode
 		}
 		v, err := codec.Encode(r)
 		if err != nil {
@@ -685,6 +699,55 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 	})
 }
 
+// Compact gives back the space of deleted records and of older versions
+// of records, and leaves no byte of a deleted key's digest in the
+// directory's files: Badger flushes its write-ahead files into a table (new
+// Saves wait for that part), then merges every table into one level, where
+// deletions and what they deleted are dropped. Run it after many Deletes
+// (say, once a day); Badger's own compactions drop some as they go, with no
+// bound on when. The reserve of free space (WithFreeSpaceReserve) is
+// checked first, as by Save. A Delete racing Compact may leave its record
+// behind until the next one.
+func (s *Store) Compact(ctx context.Context) error {
+	return s.use(func(db *badger.DB) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.flushAll(db); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := db.Flatten(1); err != nil {
+			return fmt.Errorf("allot: compacting %s: %w", s.dir, err)
+		}
+		return nil
+	})
+}
+
+// flushAll makes Badger flush every memtable into a table and compact level
+// 0 into the levels below: DropPrefix of a key written for the purpose. It
+// holds wmu (Badger refuses writes meanwhile), and runs the guard's checks
+// as Save does: the write-ahead file changes.
+func (s *Store) flushAll(db *badger.DB) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.g.check(s.dir, s.meta.f, db, s.skipGuard); err != nil {
+		return err
+	}
+	err := db.Update(func(txn *badger.Txn) error { return txn.Set(keyCompact, nil) })
+	if err == nil {
+		err = db.DropPrefix(keyCompact)
+	}
+	if err != nil {
+		s.g.badgerErr = err
+		return fmt.Errorf("allot: compacting %s: %w", s.dir, err)
+	}
+	s.g.afterWrite(s.dir)
+	return nil
+}
+
 // metaErr returns nil if the meta file writer's last write worked, or if a
 // write now works.
 func (s *Store) metaErr() error {
@@ -703,35 +766,58 @@ func (s *Store) metaErr() error {
 	return nil
 }
 
+// keyChange is what one Save does to the key set at one fingerprint.
+type keyChange struct {
+	id       engine.KeyID
+	was, now bool // counted before the Save; there after it
+}
+
 // save is Save under s.wmu.
+//
+// The count (s.count, and m/state) is the number of fingerprints in s.keys
+// less the uncertain ones: those of a Save that failed, which may or may
+// not have landed, and which the next Save looks up. Every fingerprint in
+// the set stands for at least one record in Badger, so the count never
+// exceeds the records Badger holds (two keys with one fingerprint count as
+// one, and a deletion of either takes the fingerprint out).
 func (s *Store) save(db *badger.DB, recs []engine.Record, vals [][]byte) error {
-	// New keys go into the set now; if the transaction fails they stay in
-	// it as uncertain (they may have landed), and the next Save looks them
-	// up.
-	var added map[uint64]engine.KeyID
+	// What the batch does to the set: a fingerprint that comes or goes, or
+	// that was uncertain, gets an entry (in the batch's order, the last
+	// record of a key decides, as in Badger's transaction). A batch of
+	// keys already known allocates nothing.
+	var changes map[uint64]*keyChange
 	for _, r := range recs {
-		if fp := fingerprint(r.ID[:]); s.keys.add(fp) {
-			if added == nil {
-				added = make(map[uint64]engine.KeyID)
+		fp := fingerprint(r.ID[:])
+		c := changes[fp]
+		if c == nil {
+			_, unsure := s.uncertain[fp]
+			was := !unsure && s.keys.has(fp)
+			if was != r.Deleted && !unsure {
+				continue // there and written, or not there and deleted
 			}
-			added[fp] = r.ID
+			if changes == nil {
+				changes = make(map[uint64]*keyChange)
+			}
+			c = &keyChange{was: was}
+			changes[fp] = c
 		}
-	}
-	var inBatch map[uint64]bool
-	if len(s.uncertain) > 0 {
-		inBatch = make(map[uint64]bool, len(recs))
-		for _, r := range recs {
-			inBatch[fingerprint(r.ID[:])] = true
-		}
+		c.id, c.now = r.ID, !r.Deleted
 	}
 	var count uint64
 	var absent []uint64
 	err := db.Update(func(txn *badger.Txn) error {
-		count, absent = s.count+uint64(len(added)), absent[:0]
+		count, absent = s.count, absent[:0]
+		for _, c := range changes {
+			switch {
+			case c.now && !c.was:
+				count++
+			case !c.now && c.was:
+				count--
+			}
+		}
 		for fp, id := range s.uncertain {
-			if inBatch[fp] {
-				count++ // written now: counted once, here
-				continue
+			if changes[fp] != nil {
+				continue // this Save decides it, counted above
 			}
 			_, err := txn.Get(codec.Key(id))
 			switch {
@@ -744,7 +830,13 @@ func (s *Store) save(db *badger.DB, recs []engine.Record, vals [][]byte) error {
 			}
 		}
 		for i, r := range recs {
-			if err := txn.Set(codec.Key(r.ID), vals[i]); err != nil {
+			var err error
+			if r.Deleted {
+				err = txn.Delete(codec.Key(r.ID))
+			} else {
+				err = txn.Set(codec.Key(r.ID), vals[i])
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -758,16 +850,29 @@ func (s *Store) save(db *badger.DB, recs []engine.Record, vals [][]byte) error {
 	}
 	s.failNext = 0
 	if err != nil {
-		if s.uncertain == nil {
+		// Landed or not: each key the batch changed is uncertain now, in
+		// the set and not counted.
+		if len(changes) > 0 && s.uncertain == nil {
 			s.uncertain = make(map[uint64]engine.KeyID)
 		}
-		for fp, id := range added {
-			s.uncertain[fp] = id
+		for fp, c := range changes {
+			if c.was {
+				s.count--
+			}
+			s.keys.add(fp)
+			s.uncertain[fp] = c.id
 		}
 		return err
 	}
 	for _, fp := range absent {
 		s.keys.remove(fp)
+	}
+	for fp, c := range changes {
+		if c.now {
+			s.keys.add(fp)
+		} else {
+			s.keys.remove(fp)
+		}
 	}
 	clear(s.uncertain)
 	s.gen, s.count = s.gen+1, count

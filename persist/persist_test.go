@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,14 +130,7 @@ func TestNoRawKeysOnDisk(t *testing.T) {
 	require.NoError(t, eng.Close())
 
 	var files, size int
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
+	err := eachFile(dir, func(p string, b []byte) error {
 		files++
 		size += len(b)
 		for _, k := range append(keys, "sk_live_rotated_secret_value") {

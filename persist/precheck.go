@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/allot-go/allot/persist/internal/codec"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/fb"
 	badgeropts "github.com/dgraph-io/badger/v4/options"
@@ -124,7 +125,9 @@ func keepOrphans(dir string, mf manifest) ([]string, error) {
 
 // newerInOrphans reads the kept tables (those Badger dropped at Open, not
 // listed in its MANIFEST) and counts the writes in them that the open store
-// does not have, at their version or a newer one. After a crash such a
+// does not have, at their version or a newer one (a record the store does
+// not hold at all is not counted: it may have been deleted, and a record
+// lost shows in the counts). After a crash such a
 // table is a flush or compaction that did not finish: its writes are also
 // in the write-ahead file, or in the tables it came from, and the count is
 // 0. After damage to the MANIFEST it is a table the store lost: a record
@@ -172,6 +175,10 @@ func newerIn(db *badger.DB, path string) (newer int, err error) {
 			}
 			item, err := txn.Get(bytes.Clone(key))
 			switch {
+			case errors.Is(err, badger.ErrKeyNotFound) && (bytes.HasPrefix(key, []byte(codec.KeyPrefix)) || bytes.Equal(key, keyCompact)):
+				// A record deleted since (a compaction drops its deletion
+				// too), or Compact's marker: gone by design. A record lost
+				// instead shows in the counts (m/state is in every Save).
 			case errors.Is(err, badger.ErrKeyNotFound):
 				newer++
 			case err != nil:
