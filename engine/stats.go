@@ -104,16 +104,7 @@ func (s *storeStats) observe(d time.Duration) {
 // save is one Save of Close's final flush, counted as a round: its
 // records, its latency and its error.
 func (c *committer) save(ctx context.Context, recs []Record) error {
-	start := time.Now()
-	err := c.e.store.Save(ctx, recs...)
-	c.stats.observe(time.Since(start))
-	if err != nil {
-		c.stats.failed(c.e.log, err, len(recs))
-		return err
-	}
-	c.rounds.Add(1)
-	c.records.Add(int64(len(recs)))
-	return nil
+	return c.call(len(recs), func() error { return c.e.store.Save(ctx, recs...) })
 }
 
 // failed records a round's store error and logs it.
