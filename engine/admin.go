@@ -161,9 +161,10 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 	if err := e.save(ctx, []string{key}, &ent); err != nil {
 		return err
 	}
-	e.m.Store(key, ent)
+	stored := e.m.Store(key, ent)
 	if e.pool != nil {
 		e.neg.m.Delete(IDOf(key))
+		e.ids.Store(IDOf(key), shard.KeyOf(stored))
 	}
 	return nil
 }

@@ -39,11 +39,12 @@ type Engine struct {
 	wall0  int64
 	mono0  time.Time
 	store  Store
-	c      *committer // nil without a Store
-	leased bool       // a Store in lease mode: grants need a durable reservation
-	exact  bool       // a Store in exact mode: every grant is durable before Consume returns
-	pool   Pool       // the Store, if it is a Pool (shared with other engines)
-	neg    negCache   // keys the Pool did not know (with a Pool only)
+	c      *committer                  // nil without a Store
+	leased bool                        // a Store in lease mode: grants need a durable reservation
+	exact  bool                        // a Store in exact mode: every grant is durable before Consume returns
+	pool   Pool                        // the Store, if it is a Pool (shared with other engines)
+	neg    negCache                    // keys the Pool did not know (with a Pool only)
+	ids    *xsync.MapOf[KeyID, string] // with a Pool: the raw key of each ID held
 
 	closed atomic.Bool
 	admin  sync.RWMutex // held shared by administrative calls, exclusively by Close
@@ -114,6 +115,10 @@ type keyState struct {
 	base  []uint64
 	until atomic.Int64
 	stale atomic.Bool // changed elsewhere: read the key again (reload)
+	// inval counts the Pool's news of the key (invalidate): a reservation
+	// asked for before the last of them gives no lease, since the engine
+	// may have told the pool it let go of the key.
+	inval atomic.Uint64
 }
 
 type chainInfo struct {
@@ -242,7 +247,8 @@ func New(opts ...Option) (*Engine, error) {
 			if lo.Exact {
 				return nil, fmt.Errorf("%w: exact mode with a shared store (a Pool)", ErrInvalidOption)
 			}
-			e.pool, e.neg.m = p, xsync.NewMapOf[KeyID, int64]()
+			e.pool, e.neg.m, e.ids = p, xsync.NewMapOf[KeyID, int64](), xsync.NewMapOf[KeyID, string]()
+			p.Watch(e.invalidate)
 		}
 		e.c = newCommitter(e, lo)
 		if err := e.load(context.Background()); err != nil {

@@ -61,6 +61,15 @@ type Pool interface {
 	// changes and Change returns that error. A key the pool does not
 	// hold under reg gives an error matching ErrUnknownKey.
 	Change(ctx context.Context, id KeyID, reg uint64, f func(Record) (Record, error)) error
+	// Watch is called once, by New, before any other method: the pool
+	// calls fn with the ID of a key another engine registered, revoked or
+	// changed, if it learns of it (messages may be lost: the leases keep
+	// the guarantees, fn only makes them fast). When fn returns, the
+	// engine grants nothing more of the key from what it held, and it
+	// has forgotten a negative answer about it: the pool may tell the
+	// engine that asked (for a Revoke, a change) that this holder has let
+	// go of the key.
+	Watch(fn func(KeyID))
 }
 
 // NegativeTTL is how long an engine with a Pool remembers that the store
@@ -113,6 +122,8 @@ type Reservation struct {
 	// Lease is how long, counted from before the engine called Reserve,
 	// the engine may grant from what it holds of the key.
 	Lease time.Duration
+
+	inval uint64 // the key's keyState.inval when the request was built
 }
 
 // leaseMargin is the part of a lease an engine does not use, for a clock
@@ -122,6 +133,24 @@ func leaseMargin(d time.Duration) time.Duration { return max(d/16, 10*time.Milli
 // errShared is the error of a change a Pool does not support yet.
 func errShared(op string) error {
 	return fmt.Errorf("allot: %s with a shared store: %w", op, errors.ErrUnsupported)
+}
+
+// invalidate is the engine's side of Pool.Watch: id was registered,
+// revoked or changed elsewhere. The key's lease ends here and now (under
+// its mutex, so no Consume in flight still grants from it), and a negative
+// answer about it is forgotten.
+func (e *Engine) invalidate(id KeyID) {
+	e.neg.m.Delete(id)
+	key, ok := e.ids.Load(id)
+	if !ok {
+		return
+	}
+	if ent := e.m.Load(key); ent != nil && ent.st.alias == nil {
+		ent.st.mu.Lock()
+		ent.st.inval.Add(1)
+		ent.st.until.Store(0)
+		ent.st.mu.Unlock()
+	}
 }
 
 // negCache remembers keys a Pool did not know, each until a deadline on the
@@ -160,7 +189,9 @@ func (e *Engine) fetch(ctx context.Context, key string) (*entry, error) {
 	if ent := e.m.Load(key); ent != nil {
 		return ent, nil
 	}
-	return e.m.Store(key, ne), nil
+	stored := e.m.Store(key, ne)
+	e.ids.Store(id, shard.KeyOf(stored))
+	return stored, nil
 }
 
 // pooledEntry builds the entry of a record a Pool returned.
@@ -205,6 +236,7 @@ func (e *Engine) reload(ctx context.Context, old *entry) error {
 	}
 	if !ok || rec.Registration != old.st.reg {
 		e.m.Delete(key) // deleted elsewhere: old stays sealed for good
+		e.ids.Delete(idOfKey(key))
 		return nil
 	}
 	ne, err := e.pooledEntry(rec, revoked)
@@ -279,6 +311,7 @@ func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f f
 	}
 	if del {
 		e.m.Delete(key) // ent stays sealed for good
+		e.ids.Delete(id)
 		return nil
 	}
 	e.m.Store(key, ne)
@@ -333,7 +366,7 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 		return Reservation{}, false
 	}
 	n := len(st.limits())
-	r := Reservation{ID: *st.id, Registration: st.reg, Now: now, Revoke: revoked, Release: release,
+	r := Reservation{ID: *st.id, Registration: st.reg, Now: now, Revoke: revoked, Release: release, inval: st.inval.Load(),
 		Limits: make([]Limit, n), Base: st.base, From: make([]uint64, n), Want: make([]uint64, n)}
 	for i := range st.limits() {
 		s := &st.limits()[i]
@@ -446,7 +479,7 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 		atomic.StoreUint64(&m.soft, soft)
 	}
 	st.base = r.Hard
-	if !r.Revoked {
+	if !r.Revoked && st.inval.Load() == r.inval {
 		st.until.Store(t0 + int64(r.Lease-leaseMargin(r.Lease)))
 	}
 }

@@ -88,6 +88,13 @@ import (
 // markerKey holds the marker Initialize writes: a random epoch.
 const markerKey = "allot:marker"
 
+// events is the channel of the digests (hex) of keys registered, revoked or
+// changed: every store drops what its engine held of such a key, then lets
+// go of its lease on it (deletes itself from the key's holders), so that a
+// Revoke or a change waiting for the leases returns at once. A lost message
+// only makes it wait for the lease.
+const events = "allot:events"
+
 // maxExact is the largest value a Lua number holds exactly.
 const maxExact = 1<<53 - 1
 
@@ -100,10 +107,12 @@ type Store struct {
 	lease  time.Duration
 	log    *slog.Logger
 
-	lost   atomic.Bool
-	closed atomic.Bool
-	vers   sync.Map // KeyID -> string: the version of each key's record this store read
-	frozen sync.Map // KeyID -> struct{}: keys this store is changing
+	lost    atomic.Bool
+	closed  atomic.Bool
+	vers    sync.Map // KeyID -> string: the version of each key's record this store read
+	frozen  sync.Map // KeyID -> struct{}: keys this store is changing
+	sub     *redis.PubSub
+	subDone chan struct{}
 }
 
 var _ engine.Pool = (*Store)(nil)
@@ -240,6 +249,7 @@ func (s *Store) create(ctx context.Context, r engine.Record) error {
 		return fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
 	}
 	s.vers.Store(r.ID, "1")
+	s.publish(ctx, r.ID)
 	return nil
 }
 
@@ -386,6 +396,7 @@ func (s *Store) Change(ctx context.Context, id engine.KeyID, reg uint64, f func(
 	}
 	s.frozen.Store(id, struct{}{})
 	defer s.frozen.Delete(id)
+	s.publish(ctx, id) // the holders let go: Quiesce returns at once
 	done := false
 	defer func() {
 		if !done {
@@ -434,6 +445,7 @@ func (s *Store) Change(ctx context.Context, id engine.KeyID, reg uint64, f func(
 	}
 	done = true
 	s.vers.Delete(id)
+	s.publish(ctx, id) // the others read the key again
 	return nil
 }
 
@@ -465,6 +477,9 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 	for i := range rs {
 		if err := answer(&rs[i], cmds[i], s.lease); err != nil {
 			return err
+		}
+		if rs[i].Revoke {
+			s.publish(ctx, rs[i].ID)
 		}
 	}
 	return nil
@@ -515,7 +530,9 @@ func (s *Store) Quiesce(ctx context.Context, id engine.KeyID) error {
 		if latest <= now {
 			return nil
 		}
-		t := time.NewTimer(time.Duration(latest-now+1) * time.Millisecond)
+		// Holders let go as they hear of the key (events): look again
+		// soon, and at the latest when the last lease ends.
+		t := time.NewTimer(min(time.Duration(latest-now+1)*time.Millisecond, 5*time.Millisecond))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -525,11 +542,44 @@ func (s *Store) Quiesce(ctx context.Context, id engine.KeyID) error {
 	}
 }
 
-// Close marks the store closed; it does not close the client. The engine
-// gives back its reservations before it calls Close. Idempotent.
+// Close marks the store closed and stops listening for events; it does
+// not close the client. The engine gives back its reservations before it
+// calls Close. Idempotent.
 func (s *Store) Close() error {
-	s.closed.Store(true)
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if s.sub != nil {
+		_ = s.sub.Close()
+		<-s.subDone
+	}
 	return nil
+}
+
+// Watch listens for the events of other stores (see events) and calls fn
+// with each key's ID, then lets go of this store's lease on the key.
+func (s *Store) Watch(fn func(engine.KeyID)) {
+	s.sub = s.c.Subscribe(context.Background(), events)
+	s.subDone = make(chan struct{})
+	ch := s.sub.Channel()
+	go func() {
+		defer close(s.subDone)
+		for m := range ch {
+			var id engine.KeyID
+			if b, err := hex.DecodeString(m.Payload); err != nil || len(b) != len(id) {
+				continue
+			}
+			hex.Decode(id[:], []byte(m.Payload))
+			fn(id)
+			_, hk := hashKey(id)
+			_ = s.c.HDel(context.Background(), hk, s.holder).Err()
+		}
+	}()
+}
+
+// publish tells the other stores that id changed; best effort.
+func (s *Store) publish(ctx context.Context, id engine.KeyID) {
+	_ = s.c.Publish(context.WithoutCancel(ctx), events, hex.EncodeToString(id[:])).Err()
 }
 
 func b2s(b bool) string {

@@ -3,6 +3,9 @@ package redisstore_test
 import (
 	"context"
 	"errors"
+	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -436,5 +439,60 @@ func TestShrinkWhileConsuming(t *testing.T) {
 	wg.Wait()
 	if n := after.Load(); n != 0 {
 		t.Fatalf("%d grants after SetLimits(Credits(1)) returned, with more than 1 spent", n)
+	}
+}
+
+// TestPropagation measures how long a change in one engine takes to be
+// seen by another that keeps asking: Register (the other engine had a
+// negative answer cached) and TopUp (the other engine had the key used
+// up). The guarantee needs no message (a negative answer lasts
+// engine.NegativeTTL at most, a denial on old news one lease); the events
+// make it fast. Only the figures are reported: a time bound would fail
+// under load.
+func TestPropagation(t *testing.T) {
+	_, c := newRedis(t)
+	a, b := newEngine(t, c), newEngine(t, c)
+	n := 200 // ALLOT_PROPAGATION_N=1000 for the figures
+	if s := os.Getenv("ALLOT_PROPAGATION_N"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	until := func(f func() bool) time.Duration {
+		start := time.Now()
+		for !f() {
+		}
+		return time.Since(start)
+	}
+	reg := make([]time.Duration, 0, n)
+	for i := range n {
+		key := "prop-" + strconv.Itoa(i)
+		if d, _ := b.Consume(ctx, key, 1); d.Reason != engine.UnknownKey {
+			t.Fatalf("%s: %+v", key, d)
+		}
+		if err := a.Register(ctx, key, engine.Credits(1)); err != nil {
+			t.Fatal(err)
+		}
+		reg = append(reg, until(func() bool {
+			d, err := b.Consume(ctx, key, 1)
+			return err == nil && d.Allowed
+		}))
+	}
+	top := make([]time.Duration, 0, n/5)
+	for i := range n / 5 {
+		key := "prop-" + strconv.Itoa(i)
+		if err := a.TopUp(ctx, key, 1); err != nil {
+			t.Fatal(err)
+		}
+		top = append(top, until(func() bool {
+			d, err := b.Consume(ctx, key, 1)
+			return err == nil && d.Allowed
+		}))
+	}
+	for _, x := range []struct {
+		what string
+		ds   []time.Duration
+	}{{"Register", reg}, {"TopUp", top}} {
+		slices.Sort(x.ds)
+		t.Logf("%s in one engine, seen by another: p50 %v, p99 %v, max %v over %d trials",
+			x.what, x.ds[len(x.ds)/2], x.ds[len(x.ds)*99/100], x.ds[len(x.ds)-1], len(x.ds))
 	}
 }
