@@ -31,10 +31,12 @@
 //     a lease (WithLease, default 2 s), which its holder counts on its own
 //     monotonic clock from before it asked, less a margin of 1/16, and
 //     Redis records from its own clock. Revoke marks the key in Redis, so
-//     that no reservation of it is granted again, then waits until every
-//     other holder's lease has run out by Redis's clock. Once Revoke
-//     returns, no engine grants the key. A frozen process (SIGSTOP) or a
-//     lost message only makes Revoke wait, at most one lease.
+//     that no reservation of it is granted again, publishes it on the
+//     channel allot:events, then waits until every other holder has let go
+//     of the key (each does when it hears of it) or its lease has run out
+//     by Redis's clock. Once Revoke returns, no engine grants the key. A
+//     frozen process (SIGSTOP) or a lost message only makes Revoke wait, at
+//     most one lease.
 //   - A key registered in one engine can be used in every other: an engine
 //     asks Redis for a key it does not hold, and remembers a negative
 //     answer for engine.NegativeTTL.
