@@ -480,8 +480,8 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 		if err := answer(&rs[i], cmds[i], s.lease); err != nil {
 			return err
 		}
-		if rs[i].Revoke {
-			s.publish(ctx, rs[i].ID)
+		if rs[i].Revoke || rs[i].Release {
+			s.publish(ctx, rs[i].ID) // a Release: the others may use what came back
 		}
 	}
 	return nil
