@@ -220,10 +220,7 @@ func New(opts ...Option) (*Engine, error) {
 	}
 	e.wall0 = e.mono0.UnixNano()
 	if e.store != nil {
-		lo := o.lease
-		if p, ok := e.store.(interface{ LeaseOptions() LeaseOptions }); ok && !o.leaseSet {
-			lo = p.LeaseOptions()
-		}
+		lo := o.lease.withDefaults()
 		if err := lo.validate(); err != nil {
 			return nil, err
 		}

@@ -18,14 +18,15 @@ type options struct {
 	store    Store
 	badClock bool
 	lease    LeaseOptions
-	leaseSet bool
 }
 
-// WithLease sets how an engine with a Store makes grants durable (see
-// LeaseOptions). Default: what the Store suggests, else
-// DefaultLeaseOptions().
+// WithLease sets how an engine with a Store makes grants durable: lease
+// mode with the given chunks, or exact mode (see LeaseOptions). It is the
+// one place to choose: WithLease(LeaseOptions{Exact: true}) for exact mode.
+// Default: DefaultLeaseOptions(), lease mode. Without a Store it has no
+// effect.
 func WithLease(o LeaseOptions) Option {
-	return func(op *options) { op.lease, op.leaseSet = o, true }
+	return func(op *options) { op.lease = o }
 }
 
 // WithClock makes the engine read the time from now instead of the system's
