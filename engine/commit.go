@@ -2,12 +2,13 @@ package engine
 
 import (
 	"context"
-
 	"fmt"
-	"github.com/allot-go/allot/shard"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/allot-go/allot/engine/internal/quota"
+	"github.com/allot-go/allot/shard"
 )
 
 // LeaseOptions say how an engine with a Store makes grants durable; pass
@@ -194,7 +195,7 @@ func (c *committer) run() {
 
 type raise struct {
 	ent   *entry
-	marks [MaxLimits]leasePair
+	marks [MaxLimits]quota.Marks
 	from  [MaxLimits]uint64 // the hard marks the new ones were built from
 }
 
@@ -273,18 +274,18 @@ func (c *committer) round(last bool) {
 				// writing moves the new mark as much: otherwise the
 				// new mark would undo it and no later round would
 				// write it.
-				cur := atomic.LoadUint64(&m.hard)
-				nh := r.marks[i].hard
+				cur := atomic.LoadUint64(&m.Hard)
+				nh := r.marks[i].Hard
 				if cur != r.from[i] {
-					if t, ok := l.tighten(nh, r.from[i], cur); ok {
+					if t, ok := l.Tighten(nh, r.from[i], cur); ok {
 						nh = t
 					}
 				}
-				if atomic.CompareAndSwapUint64(&m.hard, cur, nh) {
+				if atomic.CompareAndSwapUint64(&m.Hard, cur, nh) {
 					break
 				}
 			}
-			atomic.StoreUint64(&m.soft, r.marks[i].soft)
+			atomic.StoreUint64(&m.Soft, r.marks[i].Soft)
 		}
 	}
 }
@@ -324,10 +325,10 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	rec := Record{ID: *st.id, Revoked: revoked, Registration: st.reg, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
 	for i := range st.limits() {
 		l := st.limits()[i].lim()
-		r.from[i] = atomic.LoadUint64(&ent.marks(i).hard)
-		r.marks[i] = l.reserve(vals[i], r.from[i], chunk, now)
+		r.from[i] = atomic.LoadUint64(&ent.marks(i).Hard)
+		r.marks[i] = l.Reserve(vals[i], r.from[i], chunk, now)
 		rec.Limits[i] = st.limits()[i].Limit
-		rec.Counters[i] = r.marks[i].hard
+		rec.Counters[i] = r.marks[i].Hard
 	}
 	return rec, r, true
 }

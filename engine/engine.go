@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/allot-go/allot/engine/internal/quota"
 	"github.com/allot-go/allot/shard"
 )
 
@@ -57,11 +58,11 @@ type Engine struct {
 // one key never shares a line with another key, and a Consume of a
 // single-limit key reads nothing else.
 type entry struct {
-	word   uint64    // flags and the value of limit 0; atomic access only
-	st     *keyState // immutable apart from its counters, marks and mutex
-	qm     uint64    // limit 0: quota | multi<<multiShift | kind<<kindShift; kind 0: rotated out
-	period int64     // limit 0: window length or rate interval, ns
-	lease  leasePair // limit 0 of a single-limit key; atomic access only
+	word   uint64      // flags and the value of limit 0; atomic access only
+	st     *keyState   // immutable apart from its counters, marks and mutex
+	qm     uint64      // limit 0: quota | multi<<multiShift | kind<<kindShift; kind 0: rotated out
+	period int64       // limit 0: window length or rate interval, ns
+	lease  quota.Marks // limit 0 of a single-limit key; atomic access only
 }
 
 const (
@@ -140,7 +141,7 @@ func sharedOf(st *keyState) *keyState {
 // multiState holds what only a key with several limits needs.
 type multiState struct {
 	more   []shard.Counter // values of limits[1:]
-	leases []leasePair     // marks of every limit
+	leases []quota.Marks   // marks of every limit
 }
 
 // tracker counts a key's admitted requests that are still running. Only a
@@ -182,16 +183,16 @@ func (e *Engine) next(ent *entry) *entry {
 }
 
 // lim0 returns what the arithmetic needs of limit 0, from the entry alone.
-func (ent *entry) lim0() lim {
-	l := lim{kind: ent.kind(), quota: ent.quota(), period: ent.period}
-	if l.kind == KindMonth {
-		l.loc = ent.st.limits()[0].loc
+func (ent *entry) lim0() quota.Limit {
+	l := quota.Limit{Kind: quota.Kind(ent.kind()), Quota: ent.quota(), Period: ent.period}
+	if l.Kind == quota.Month {
+		l.Loc = ent.st.limits()[0].loc
 	}
 	return l
 }
 
 // marks returns the lease marks of limit i.
-func (ent *entry) marks(i int) *leasePair {
+func (ent *entry) marks(i int) *quota.Marks {
 	if ent.multi() {
 		return &ent.st.ms.leases[i]
 	}
@@ -318,9 +319,9 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			w := atomic.LoadUint64(&ent.word)
 			q := ent.quota()
 			nw := w + uint64(n)
-			if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+			if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.Hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
 				d := Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}
-				if nw > atomic.LoadUint64(&ent.lease.soft) || e.exact {
+				if nw > atomic.LoadUint64(&ent.lease.Soft) || e.exact {
 					if err := e.granted(ctx, ent); err != nil {
 						e.takeBack(key, d)
 						return Decision{}, err
@@ -459,7 +460,7 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 	}
 	l := ent.lim0()
 	var now int64
-	if l.kind != KindCredits {
+	if l.Kind != quota.Credits {
 		if now = e.now(); now < 0 {
 			return Decision{}, badClock
 		}
@@ -472,18 +473,18 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 			}
 			return Decision{}, sealed
 		}
-		nw, ok, r := l.consume(w, n, now)
+		nw, ok, r := l.Consume(w, n, now)
 		if !ok {
-			return decision(false, l.quota, r, 0, 0, 0), done
+			return decision(false, l.Quota, r, 0, 0, 0), done
 		}
-		if !l.covered(nw, atomic.LoadUint64(&ent.lease.hard)) {
+		if !l.Covered(nw, atomic.LoadUint64(&ent.lease.Hard)) {
 			return Decision{}, needLease
 		}
 		if atomic.CompareAndSwapUint64(&ent.word, w, nw) {
-			if l.low(nw, atomic.LoadUint64(&ent.lease.soft)) && !e.exact {
+			if l.Low(nw, atomic.LoadUint64(&ent.lease.Soft)) && !e.exact {
 				e.c.ask(ent)
 			}
-			d := decision(true, l.quota, r, 0, n, now)
+			d := decision(true, l.Quota, r, 0, n, now)
 			d.st = ent.st
 			return d, done
 		}
@@ -492,14 +493,14 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 
 // decision builds the Decision of limit i's result r; a grant of n units
 // at time at.
-func decision(ok bool, quota int64, r result, i int, n, at int64) Decision {
-	d := Decision{Allowed: ok, Limit: quota, Remaining: r.remaining, ResetAfter: time.Duration(r.reset), LimitIndex: i}
+func decision(ok bool, limit int64, r quota.Result, i int, n, at int64) Decision {
+	d := Decision{Allowed: ok, Limit: limit, Remaining: r.Remaining, ResetAfter: time.Duration(r.Reset), LimitIndex: i}
 	if ok {
 		d.Reason, d.n, d.at = OK, n, at
 	} else {
 		d.Reason = Exhausted
-		if r.retry > 0 {
-			d.RetryAfter = time.Duration(r.retry)
+		if r.Retry > 0 {
+			d.RetryAfter = time.Duration(r.Retry)
 		}
 	}
 	return d
@@ -516,7 +517,7 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 		return Decision{}, badClock
 	}
 	var vals [MaxLimits]uint64
-	var res [MaxLimits]result
+	var res [MaxLimits]quota.Result
 	st.mu.Lock()
 	for {
 		w := atomic.LoadUint64(&ent.word)
@@ -535,12 +536,12 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 			}
 			l := st.limits()[i].lim()
 			var ok bool
-			vals[i], ok, res[i] = l.consume(v, n, now)
+			vals[i], ok, res[i] = l.Consume(v, n, now)
 			allowed = allowed && ok
 			if ok {
 				m := &st.ms.leases[i]
-				covered = covered && l.covered(vals[i], atomic.LoadUint64(&m.hard))
-				low = low || l.low(vals[i], atomic.LoadUint64(&m.soft))
+				covered = covered && l.Covered(vals[i], atomic.LoadUint64(&m.Hard))
+				low = low || l.Low(vals[i], atomic.LoadUint64(&m.Soft))
 			}
 		}
 		if allowed && !covered {
@@ -571,17 +572,17 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 // tightest picks the limit a Decision describes: after a grant, the one with
 // the fewest units left; after a denial, a denying one that waiting cannot
 // cure, else the one that frees up last.
-func tightest(allowed bool, res []result) int {
+func tightest(allowed bool, res []quota.Result) int {
 	best := 0
 	for i := 1; i < len(res); i++ {
 		r, b := res[i], res[best]
 		switch {
 		case allowed:
-			if r.remaining < b.remaining {
+			if r.Remaining < b.Remaining {
 				best = i
 			}
-		case b.retry == never:
-		case r.retry == never || r.retry > b.retry:
+		case b.Retry == quota.Never:
+		case r.Retry == quota.Never || r.Retry > b.Retry:
 			best = i
 		}
 	}
@@ -749,7 +750,7 @@ func (e *Engine) refund(ent *entry, n, at int64) outcome {
 			if w&sealedBit != 0 {
 				return sealed
 			}
-			nv := l.refund(w&valueMask, n, now, at)
+			nv := l.Refund(w&valueMask, n, now, at)
 			if atomic.CompareAndSwapUint64(&ent.word, w, nv|w&revokedBit) {
 				e.refunded(ent, 0, &l, w&valueMask, nv)
 				return done
@@ -764,7 +765,7 @@ func (e *Engine) refund(ent *entry, n, at int64) outcome {
 			return sealed
 		}
 		l := st.limits()[0].lim()
-		nv := l.refund(w&valueMask, n, now, at)
+		nv := l.Refund(w&valueMask, n, now, at)
 		if !atomic.CompareAndSwapUint64(&ent.word, w, nv|w&revokedBit) {
 			continue
 		}
@@ -772,7 +773,7 @@ func (e *Engine) refund(ent *entry, n, at int64) outcome {
 		for i := 1; i < len(st.limits()); i++ {
 			l := st.limits()[i].lim()
 			old := st.ms.more[i-1].Load()
-			nv := l.refund(old, n, now, at)
+			nv := l.Refund(old, n, now, at)
 			st.ms.more[i-1].Store(nv)
 			e.refunded(ent, i, &l, old, nv)
 		}
@@ -784,16 +785,16 @@ func (e *Engine) refund(ent *entry, n, at int64) outcome {
 // tightens the hard mark by as much (a tighter mark than the durable one is
 // always safe) and asks for the key's record; in exact mode it asks for the
 // record only.
-func (e *Engine) refunded(ent *entry, i int, l *lim, old, nv uint64) {
+func (e *Engine) refunded(ent *entry, i int, l *quota.Limit, old, nv uint64) {
 	if e.c == nil || old == nv {
 		return
 	}
 	if e.leased {
 		m := ent.marks(i)
 		for {
-			h := atomic.LoadUint64(&m.hard)
-			nh, ok := l.tighten(h, old, nv)
-			if !ok || atomic.CompareAndSwapUint64(&m.hard, h, nh) {
+			h := atomic.LoadUint64(&m.Hard)
+			nh, ok := l.Tighten(h, old, nv)
+			if !ok || atomic.CompareAndSwapUint64(&m.Hard, h, nh) {
 				break
 			}
 		}
@@ -895,8 +896,8 @@ func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 	s.Revoked = s.Revoked || revoked
 	for i := range ent.st.limits() {
 		l := ent.st.limits()[i].lim()
-		r := l.peek(vals[i], now)
-		dst = append(dst, LimitStatus{Limit: ent.st.limits()[i].Limit, Remaining: r.remaining, ResetAfter: time.Duration(r.reset)})
+		r := l.Peek(vals[i], now)
+		dst = append(dst, LimitStatus{Limit: ent.st.limits()[i].Limit, Remaining: r.Remaining, ResetAfter: time.Duration(r.Reset)})
 	}
 	s.Limits = dst
 	return s, nil

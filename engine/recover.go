@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/allot-go/allot/engine/internal/quota"
 )
 
 // A Store knows keys only by KeyID. After a restart the engine holds each
@@ -44,7 +46,7 @@ func recordOf(ent *entry, id KeyID, leased bool) Record {
 	r.Limits = make([]Limit, len(st.limits()))
 	for i := range st.limits() {
 		r.Limits[i] = st.limits()[i].Limit
-		r.Counters[i] = worst(vals[i], atomic.LoadUint64(&ent.marks(i).hard), leased)
+		r.Counters[i] = quota.Worst(vals[i], atomic.LoadUint64(&ent.marks(i).Hard), leased)
 	}
 	return r
 }
@@ -114,7 +116,7 @@ func (e *Engine) load(ctx context.Context) error {
 		if e.leased && st.alias == nil {
 			for i := range st.limits() {
 				l := st.limits()[i].lim()
-				*ent.marks(i) = l.exhausted(vals[i]) // reserved before the stop: spent
+				*ent.marks(i) = l.Exhausted(vals[i]) // reserved before the stop: spent
 			}
 		}
 		e.m.Lock(k)
@@ -193,7 +195,7 @@ func (e *Engine) promote(key string) *entry {
 	ent := e.newEntry(st, revoked, vals, now)
 	for i := range st.limits() {
 		// The reservations move along: they are durable already.
-		*ent.marks(i) = leasePair{hard: atomic.LoadUint64(&re.marks(i).hard), soft: atomic.LoadUint64(&re.marks(i).soft)}
+		*ent.marks(i) = quota.Marks{Hard: atomic.LoadUint64(&re.marks(i).Hard), Soft: atomic.LoadUint64(&re.marks(i).Soft)}
 	}
 	ne := e.m.Store(key, ent)
 	e.m.Store(rk, e.newEntry(&keyState{alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true, reg: regOf(ne)}}, false, nil, now))
