@@ -63,7 +63,7 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 			l := st.limits()[i].lim()
 			m := l.Unbounded()
 			if e.leased {
-				st.chunk = e.c.opts.MinChunk
+				st.chunk = e.c.env.opts.MinChunk
 				m = l.Reserve(vals[i], l.Exhausted(vals[i]).Hard, st.chunk, now)
 			}
 			*ent.marks(i) = m

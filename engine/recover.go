@@ -51,30 +51,16 @@ func recordOf(ent *entry, id KeyID, leased bool) Record {
 	return r
 }
 
-// flush writes every key to the store as it is, reservations given back.
-// Close calls it after sealing every entry, so nothing moves under it.
-func (e *Engine) flush(ctx context.Context) error {
-	const batch = 1024
-	recs := make([]Record, 0, batch)
-	var err error
+// records yields the record of every key as it is, reservations given back
+// (a forwarding entry has none of its own). Close's last round writes them,
+// after sealing every entry, so nothing moves under it.
+func (e *Engine) records(yield func(Record) bool) {
 	e.m.Range(func(key string, ent *entry) bool {
 		if ent.st.alias != nil && ent.st.alias.forward {
 			return true
 		}
-		recs = append(recs, recordOf(ent, idOfKey(key), false))
-		if len(recs) == batch {
-			err = e.store.Save(ctx, recs...)
-			recs = recs[:0]
-		}
-		return err == nil
+		return yield(recordOf(ent, idOfKey(key), false))
 	})
-	if err == nil && len(recs) > 0 {
-		err = e.store.Save(ctx, recs...)
-	}
-	if err != nil {
-		return wrapStore("flush", err)
-	}
-	return nil
 }
 
 // load reads every record of the store into the map under its ID.
