@@ -79,22 +79,25 @@
 // after Close, which seals every entry under the admin lock exclusively.
 // Guarded by TestFindingCloseRacesFirstUse and the persist crash loops.
 //
-// I7. Leases (internal/quota/marks.go). With a Store in lease mode a unit is granted only
-// below a limit's hard mark, and a hard mark is raised in memory only after
-// the record holding it is durable; a restart takes every reserved unit as
-// spent. A refund tightens the hard mark; a round that lands after the
-// refund moves its new mark by as much. A crash loses at most one
-// reservation per limit: MaxChunk units, for Rate at most max(burst, 1 s).
-// Guarded by TestLeaseCrashNeverOverGrants, TestLeaseRefundIsWritten,
-// TestFindingRefundDuringRoundIsKept, TestLinearizable (crash histories),
-// quota.TestReserve.
+// I7. Leases (internal/quota/marks.go). With a Store in lease mode a unit is
+// granted only below a limit's hard mark, and a hard mark is raised in
+// memory only after the record holding it is durable; a restart takes every
+// reserved unit as spent. A refund tightens the hard mark; a round that
+// lands after the refund moves its new mark by as much. A crash loses at
+// most one reservation per limit: MaxChunk units, for Rate at most
+// max(burst, 1 s). Guarded by TestLeaseCrashNeverOverGrants,
+// TestLeaseRefundIsWritten, TestFindingRefundDuringRoundIsKept,
+// TestLinearizable (crash histories), quota.TestReserve.
 //
 // I8. Committer rounds (commit.go). One goroutine writes to the Store.
 // Records of live entries are built when a round starts, from memory, so a
 // later round never writes an older state of a key; administrative records
 // go whole in one Save. Close writes every key exactly after sealing them.
-// Guarded by TestStoreRoundTrip, TestExactModeSurvivesCrash,
-// TestRevokeIsDurableAtOnce.
+// The committer knows the engine only through commitEnv (save, the clock,
+// an iterator of every record for Close, the lease options): it never
+// calls back into the engine's state. Guarded by TestStoreRoundTrip,
+// TestExactModeSurvivesCrash, TestRevokeIsDurableAtOnce,
+// TestLeaseOptionsZeroTakesDefaults.
 //
 // I9. Arithmetic in range. Every value a constructor accepts keeps every
 // state inside its word for any time in [MinTime, MaxTime): Rate bursts
@@ -115,13 +118,18 @@
 // TestDeleteInRotationChain, TestDeleteAndRegisterAgain, TestResetExact,
 // TestDeleteChurn.
 //
-// The files, from the bottom up: internal/quota (the arithmetic of one limit
-// and its lease marks: pure; being below engine, it cannot import it, and
-// quota.TestImportsStandardLibraryOnly keeps it on the standard library),
-// limit.go (Limit, its validation), word.go (the flags beside a value, the
-// conversion of a validated limit to quota.Limit), decision.go, errors.go,
-// store.go (the Store interface and Record), engine.go (the map, Consume,
-// Refund, Status, Close), admin.go (changes), lifecycle.go (Delete, Reset,
-// listing, calls by ID), admit.go (requests in flight), stats.go, commit.go
-// (the committer), recover.go (load and promotion).
+// The files, from the bottom up. internal/quota: the arithmetic of one limit
+// and its lease marks; pure: being below engine it cannot import it, and
+// quota.TestImportsStandardLibraryOnly keeps it on the standard library.
+// limit.go: Limit, Kind, the bounds and validation. word.go: the flags
+// beside a value, and a validated limit as a quota.Limit. decision.go,
+// errors.go, options.go (Option, LeaseOptions), store.go (the Store
+// interface and Record), keys.go (NewKey, CheckKey). engine.go: the Engine,
+// its entries and key states, New, the clock, lookup, Close. chain.go:
+// walking rotation chains. consume.go: Consume and its paths (one limit,
+// several, an alias). refund.go, status.go. admin.go: changes (seal and
+// replace). lifecycle.go: Delete, Reset, listing, calls by ID. admit.go:
+// requests in flight. stats.go. commit.go: the committer, which the files
+// above feed through commitEnv and which alone calls Save. recover.go: load,
+// promotion, and the records the committer writes.
 package engine
