@@ -17,9 +17,10 @@
 //
 //   - [github.com/allot-go/allot/engine]: the API. Keys, limits (Credits,
 //     PerWindow, PerMonth, Rate), Consume, Refund, Revoke, Rotate, TopUp,
-//     SetLimits, Status. Imports only the standard library and shard.
-//   - [github.com/allot-go/allot/shard]: the lock-striped map with lock-free
-//     lookups, and cache-line padded counters. No I/O, no policy.
+//     SetLimits, Status. Imports the standard library, shard and xsync.
+//   - [github.com/allot-go/allot/shard]: the engine's building blocks, the
+//     lock-striped map with lock-free lookups and cache-line padded
+//     counters. No I/O, no policy, and not a general-purpose map.
 //   - github.com/allot-go/allot/persist: a Badger store the engine writes
 //     through its Store interface. In-memory users never link Badger.
 //   - [github.com/allot-go/allot/httpadapter]: net/http middleware (401 and

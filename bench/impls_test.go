@@ -71,8 +71,8 @@ var impls = []impl{
 	// Credits: a balance that never refills.
 	{name: "naive", limit: "credits", build: buildNaive, run: runNaive},
 	{name: "allot", limit: "credits", build: buildAllot(creditsLimits), run: runAllot},
-	{name: "allot-lease", limit: "credits", slow: true, build: buildPersisted(), run: runAllot},
-	{name: "allot-exact", limit: "credits", slow: true, build: buildPersisted(persist.WithExact()), run: runAllot},
+	{name: "allot-lease", limit: "credits", slow: true, build: buildPersisted(engine.DefaultLeaseOptions()), run: runAllot},
+	{name: "allot-exact", limit: "credits", slow: true, build: buildPersisted(engine.LeaseOptions{Exact: true}), run: runAllot},
 	// allot with the limits the peers enforce: it reads the clock there too.
 	{name: "allot-rate", limit: "rate", build: buildAllot(rateLimits), run: runAllot},
 	{name: "allot-window", limit: "window", build: buildAllot(windowLimits), run: runAllot},
@@ -345,22 +345,22 @@ func buildAllot(limits func(path) []engine.Limit) func(b *testing.B, keys []stri
 }
 
 // buildPersisted: an engine with a Badger store in a temporary directory,
-// in lease mode (the default) or with the given options, one Credits limit
+// in lease mode or exact mode as lo says, one Credits limit
 // per key. A persisted Register is a synced write; concurrent ones share a
 // sync, so keys are registered (and, on the deny path, used up) from many
 // goroutines.
-func buildPersisted(opts ...persist.Option) func(b *testing.B, keys []string, p path) (any, func()) {
+func buildPersisted(lo engine.LeaseOptions) func(b *testing.B, keys []string, p path) (any, func()) {
 	return func(b *testing.B, keys []string, p path) (any, func()) {
 		dir, err := os.MkdirTemp("", "allot-bench-")
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := persist.Open(dir, opts...)
+		st, err := persist.Open(dir)
 		if err != nil {
 			_ = os.RemoveAll(dir)
 			b.Fatal(err)
 		}
-		eng, err := engine.New(engine.WithStore(st))
+		eng, err := engine.New(engine.WithStore(st), engine.WithLease(lo))
 		if err != nil {
 			_ = st.Close()
 			_ = os.RemoveAll(dir)

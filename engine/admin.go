@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/allot-go/allot/engine/internal/quota"
 	"github.com/allot-go/allot/shard"
 )
 
@@ -52,7 +53,7 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 		if n := len(st.limits()); n > 1 || e.pool != nil {
 			// Several limits, or a Pool's lease: the key's mutex.
 			ent.qm |= 1 << multiShift
-			st.ms = &multiState{more: make([]shard.Counter, n-1), leases: make([]leasePair, n)}
+			st.ms = &multiState{more: make([]shard.Counter, n-1), leases: make([]quota.Marks, n)}
 			for i := 1; i < n; i++ {
 				st.ms.more[i-1].Store(vals[i])
 			}
@@ -61,19 +62,19 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 		ent.word = vals[0]
 		for i := range st.limits() {
 			l := st.limits()[i].lim()
-			m := l.unbounded()
+			m := l.Unbounded()
 			switch {
 			case e.pool != nil:
-				m = l.exhausted(vals[i]) // reservations come from the pool
+				m = l.Exhausted(vals[i]) // reservations come from the pool
 			case e.leased:
-				st.chunk = e.c.opts.MinChunk
-				m = l.reserve(vals[i], l.exhausted(vals[i]).hard, st.chunk, now)
+				st.chunk = e.c.env.opts.MinChunk
+				m = l.Reserve(vals[i], l.Exhausted(vals[i]).Hard, st.chunk, now)
 			}
 			*ent.marks(i) = m
 		}
 	}
 	if e.pool != nil && st.alias == nil {
-		st.chunk = e.c.opts.MinChunk
+		st.chunk = e.c.env.opts.MinChunk
 		st.base = append([]uint64(nil), vals...)
 	}
 	if revoked {
@@ -155,7 +156,7 @@ func (e *Engine) Register(ctx context.Context, key string, limits ...Limit) erro
 	vals := make([]uint64, len(specs))
 	for i := range specs {
 		l := specs[i].lim()
-		vals[i] = l.initial(now)
+		vals[i] = l.Initial(now)
 	}
 	ent := e.newEntry(&keyState{plan: e.intern(specs), reg: newReg()}, false, vals, now)
 	if err := e.save(ctx, []string{key}, &ent); err != nil {
@@ -330,11 +331,11 @@ func (e *Engine) SetLimits(ctx context.Context, key string, limits ...Limit) err
 		nvals := make([]uint64, len(specs))
 		for i := range specs {
 			l := specs[i].lim()
-			nvals[i] = l.initial(now)
+			nvals[i] = l.Initial(now)
 			for j := range old {
 				if old[j].Name() == specs[i].Name() {
 					from := old[j].lim()
-					nvals[i] = l.carry(&from, vals[j], now)
+					nvals[i] = l.Carry(&from, vals[j], now)
 				}
 			}
 		}

@@ -2,48 +2,15 @@ package engine
 
 import (
 	"context"
-
-	"fmt"
-	"github.com/allot-go/allot/shard"
+	"iter"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/allot-go/allot/engine/internal/quota"
+	"github.com/allot-go/allot/shard"
 )
-
-// LeaseOptions say how an engine with a Store makes grants durable. A Store
-// may suggest them by implementing `LeaseOptions() LeaseOptions`;
-// WithLease overrides that.
-//
-// In lease mode (the default) a limit hands out units from a durable
-// reservation of MinChunk to MaxChunk units (its chunk), and the next
-// reservation is written in the background when half of the current one is
-// used. The chunk doubles while a key needs a new reservation within a
-// second of the last, and halves when it needs one after more than 10 s. A crash
-// loses, per limit of each key in use, at most the unused rest of its
-// reservation: never more than MaxChunk units (for a Rate limit, MaxChunk
-// emission intervals), never a unit gained. A clean Close loses nothing.
-//
-// In exact mode every granted Consume is durable before it returns;
-// concurrent Consumes share one write and one sync (group commit).
-type LeaseOptions struct {
-	// MinChunk is the smallest reservation, and the first. Default 64.
-	MinChunk int64
-	// MaxChunk is the largest reservation, and so the most a crash can
-	// lose per limit of a key. Default 65536.
-	MaxChunk int64
-	// Exact makes every grant durable before Consume returns.
-	Exact bool
-}
-
-// DefaultLeaseOptions returns MinChunk 64, MaxChunk 65536, lease mode.
-func DefaultLeaseOptions() LeaseOptions { return LeaseOptions{MinChunk: 64, MaxChunk: 1 << 16} }
-
-func (o LeaseOptions) validate() error {
-	if o.MinChunk < 1 || o.MaxChunk < o.MinChunk || o.MaxChunk > 1<<40 {
-		return fmt.Errorf("%w: lease chunks %d to %d: need 1 <= MinChunk <= MaxChunk <= 2^40", ErrInvalidOption, o.MinChunk, o.MaxChunk)
-	}
-	return nil
-}
 
 // committer is the one goroutine that writes to the Store. Requests queue
 // up while it writes; each round writes all of them in one Save (one
@@ -52,8 +19,7 @@ func (o LeaseOptions) validate() error {
 // later round never writes an older state of a key than an earlier one, and
 // a reservation is raised in memory only after its round is durable.
 type committer struct {
-	e    *Engine
-	opts LeaseOptions
+	env commitEnv
 
 	mu       sync.Mutex
 	pending  []*entry        // live entries to write (reservations, revocations, exact grants)
@@ -81,8 +47,39 @@ type batch struct {
 
 func newBatch() *batch { return &batch{done: make(chan struct{})} }
 
-func newCommitter(e *Engine, o LeaseOptions) *committer {
-	return &committer{e: e, opts: o, cur: newBatch(), wake: make(chan struct{}, 1),
+// commitEnv is all the committer knows of the engine: the seam between
+// them, so that data flows one way. The engine queues entries and records
+// (request, ask, write); the committer builds each round and hands it to the
+// store through save; the engine reads the outcome from the round's batch.
+// Nothing here calls back into the engine's state but now and every. A
+// store that grants reservations itself (a shared one, which may grant less
+// than it was asked) is meant to reuse the committer behind this seam: save
+// is where a round's reservations are granted, and apply raises the marks
+// that the round made durable.
+type commitEnv struct {
+	save     func(ctx context.Context, recs ...Record) error // the Store's Save
+	now      func() int64                                    // the engine's clock, ns since the epoch; -1 out of range
+	clockErr func() error                                    // the error of a clock out of range
+	// every yields the record of every key as it is, reservations given
+	// back; the last round (Close, after sealing every entry) writes them.
+	every  iter.Seq[Record]
+	log    *slog.Logger // failed background writes; nil for none
+	leased bool         // lease mode: a live entry's record carries a new reservation
+	opts   LeaseOptions
+	// shared, with a Pool, makes each round's reservations (and the
+	// last round's give-back) instead of records of reservations: the
+	// pool, not the committer, decides what each gets (pool.go).
+	shared sharedRounds
+}
+
+// sharedRounds is what the committer asks of an engine with a Pool.
+type sharedRounds interface {
+	sharedRound(c *committer, pend []*entry, wants []int64, recs []Record, b *batch, now int64)
+	sharedFlush(c *committer) error
+}
+
+func newCommitter(env commitEnv) *committer {
+	return &committer{env: env, cur: newBatch(), wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
@@ -176,7 +173,7 @@ func (c *committer) run() {
 
 type raise struct {
 	ent   *entry
-	marks [MaxLimits]leasePair
+	marks [MaxLimits]quota.Marks
 	from  [MaxLimits]uint64 // the hard marks the new ones were built from
 }
 
@@ -205,10 +202,10 @@ func (c *committer) round(last bool) {
 	c.mu.Unlock()
 	defer close(b.done)
 	if last {
-		if c.e.pool != nil {
-			b.err = c.poolFlush()
+		if c.env.shared != nil {
+			b.err = c.env.shared.sharedFlush(c)
 		} else {
-			b.err = c.e.flush(context.Background())
+			b.err = c.flush(context.Background())
 		}
 		c.flushErr = b.err
 		return
@@ -216,17 +213,17 @@ func (c *committer) round(last bool) {
 	if len(pend)+len(expl) == 0 {
 		return
 	}
-	now := c.e.now()
+	now := c.env.now()
 	if now < 0 && len(pend) > 0 {
-		b.err = c.e.clockErr()
+		b.err = c.env.clockErr()
 		return
 	}
 	var recs []Record
 	for _, w := range expl {
 		recs = append(recs, w.recs...)
 	}
-	if c.e.pool != nil {
-		c.poolRound(pend, wants, recs, b, now, false)
+	if c.env.shared != nil {
+		c.env.shared.sharedRound(c, pend, wants, recs, b, now)
 		return
 	}
 	raises := make([]raise, 0, len(pend))
@@ -243,41 +240,71 @@ func (c *committer) round(last bool) {
 	if len(recs) == 0 {
 		return
 	}
-	if b.err = c.call(len(recs), func() error { return c.e.store.Save(context.Background(), recs...) }); b.err != nil {
+	if b.err = c.call(len(recs), func() error { return c.env.save(context.Background(), recs...) }); b.err != nil {
 		return
 	}
 	c.stats.reservations.Add(int64(len(raises)))
 	for _, r := range raises {
-		for i := range r.ent.st.limits() {
-			l := r.ent.st.limits()[i].lim()
-			m := r.ent.marks(i)
-			for {
-				// A refund that moved the mark while the round was
-				// writing moves the new mark as much: otherwise the
-				// new mark would undo it and no later round would
-				// write it.
-				cur := atomic.LoadUint64(&m.hard)
-				nh := r.marks[i].hard
-				if cur != r.from[i] {
-					if t, ok := l.tighten(nh, r.from[i], cur); ok {
-						nh = t
-					}
-				}
-				if atomic.CompareAndSwapUint64(&m.hard, cur, nh) {
-					break
-				}
-			}
-			atomic.StoreUint64(&m.soft, r.marks[i].soft)
-		}
+		c.apply(r)
 	}
 }
+
+// apply raises the marks of a reservation that its round made durable.
+func (c *committer) apply(r raise) {
+	for i := range r.ent.st.limits() {
+		l := r.ent.st.limits()[i].lim()
+		m := r.ent.marks(i)
+		for {
+			// A refund that moved the mark while the round was
+			// writing moves the new mark as much: otherwise the
+			// new mark would undo it and no later round would
+			// write it.
+			cur := atomic.LoadUint64(&m.Hard)
+			nh := r.marks[i].Hard
+			if cur != r.from[i] {
+				if t, ok := l.Tighten(nh, r.from[i], cur); ok {
+					nh = t
+				}
+			}
+			if atomic.CompareAndSwapUint64(&m.Hard, cur, nh) {
+				break
+			}
+		}
+		atomic.StoreUint64(&m.Soft, r.marks[i].Soft)
+	}
+}
+
+// flush writes every record env.every yields, in Saves of flushBatch
+// records: the last round, at Close.
+func (c *committer) flush(ctx context.Context) error {
+	recs := make([]Record, 0, flushBatch)
+	var err error
+	c.env.every(func(r Record) bool {
+		recs = append(recs, r)
+		if len(recs) == flushBatch {
+			err = c.save(ctx, recs)
+			recs = recs[:0]
+		}
+		return err == nil
+	})
+	if err == nil && len(recs) > 0 {
+		err = c.save(ctx, recs)
+	}
+	if err != nil {
+		return wrapStore("flush", err)
+	}
+	return nil
+}
+
+// flushBatch is the most records one Save of the last round carries.
+const flushBatch = 1024
 
 // build returns the record of a live entry and, in lease mode, the
 // reservation it makes durable. A sealed entry is skipped: the call that
 // sealed it writes its successor.
 func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	st := ent.st
-	if st.alias != nil || !c.e.leased {
+	if st.alias != nil || !c.env.leased {
 		var vals [MaxLimits]uint64
 		if _, ok := snapshot(ent, &vals); !ok {
 			return Record{}, raise{}, false
@@ -294,10 +321,10 @@ func (c *committer) build(ent *entry, want, now int64) (Record, raise, bool) {
 	rec := Record{ID: *st.id, Revoked: revoked, Registration: st.reg, Limits: make([]Limit, len(st.limits())), Counters: make([]uint64, len(st.limits()))}
 	for i := range st.limits() {
 		l := st.limits()[i].lim()
-		r.from[i] = atomic.LoadUint64(&ent.marks(i).hard)
-		r.marks[i] = l.reserve(vals[i], r.from[i], chunk, now)
+		r.from[i] = atomic.LoadUint64(&ent.marks(i).Hard)
+		r.marks[i] = l.Reserve(vals[i], r.from[i], chunk, now)
 		rec.Limits[i] = st.limits()[i].Limit
-		rec.Counters[i] = r.marks[i].hard
+		rec.Counters[i] = r.marks[i].Hard
 	}
 	return rec, r, true
 }
@@ -309,11 +336,11 @@ func (c *committer) chunk(ent *entry, want, now int64) int64 {
 	st := ent.st
 	switch since := now - st.lastReserve; {
 	case st.lastReserve == 0:
-		st.chunk = max(st.chunk, c.opts.MinChunk)
+		st.chunk = max(st.chunk, c.env.opts.MinChunk)
 	case since < int64(time.Second):
-		st.chunk = min(2*st.chunk, c.opts.MaxChunk)
+		st.chunk = min(2*st.chunk, c.env.opts.MaxChunk)
 	case since > int64(10*time.Second):
-		st.chunk = max(st.chunk/2, c.opts.MinChunk)
+		st.chunk = max(st.chunk/2, c.env.opts.MinChunk)
 	}
 	st.lastReserve = now
 	if st.id == nil {
@@ -330,7 +357,7 @@ func (c *committer) call(n int, f func() error) error {
 	err := f()
 	c.stats.observe(time.Since(start))
 	if err != nil {
-		c.stats.failed(c.e.log, err, n)
+		c.stats.failed(c.env.log, err, n)
 		return err
 	}
 	c.rounds.Add(1)

@@ -34,12 +34,14 @@
 // Each invariant below is stated once, with the test that guards it. Change
 // the engine only in ways that keep them, and keep this note true.
 //
-// I1. One word per limit, flags in the first (word.go). The state of a
-// limit fits in 62 bits and only grows as units are granted: Credits hold
-// the units spent, windows a window tag and the units used in it, Rate the
-// theoretical arrival time. The word of limit 0 also holds the revoked and
-// sealed bits, so "is it revoked?" and "take n units" are one CAS. Guarded
-// by TestWordLayout, TestExactUnderContention, TestRevokeIsLinearizable.
+// I1. One word per limit, flags in the first (word.go; the value's
+// encoding in internal/quota). The state of a limit fits in 62 bits and
+// only grows as units are granted: Credits hold the units spent, windows a
+// window tag and the units used in it, Rate the theoretical arrival time.
+// The word of limit 0 also holds the revoked and sealed bits, so "is it
+// revoked?" and "take n units" are one CAS. Guarded by TestWordLayout,
+// quota.TestValueLayout, TestExactUnderContention,
+// TestRevokeIsLinearizable.
 //
 // I2. Seal and replace. No administrative call changes a published entry in
 // place, apart from the revoked bit, counters and lease marks. It takes the
@@ -77,21 +79,25 @@
 // after Close, which seals every entry under the admin lock exclusively.
 // Guarded by TestFindingCloseRacesFirstUse and the persist crash loops.
 //
-// I7. Leases (lease.go). With a Store in lease mode a unit is granted only
-// below a limit's hard mark, and a hard mark is raised in memory only after
-// the record holding it is durable; a restart takes every reserved unit as
-// spent. A refund tightens the hard mark; a round that lands after the
-// refund moves its new mark by as much. A crash loses at most one
-// reservation per limit: MaxChunk units, for Rate at most max(burst, 1 s).
-// Guarded by TestLeaseCrashNeverOverGrants, TestLeaseRefundIsWritten,
-// TestFindingRefundDuringRoundIsKept, TestLinearizable (crash histories).
+// I7. Leases (internal/quota/marks.go). With a Store in lease mode a unit is
+// granted only below a limit's hard mark, and a hard mark is raised in
+// memory only after the record holding it is durable; a restart takes every
+// reserved unit as spent. A refund tightens the hard mark; a round that
+// lands after the refund moves its new mark by as much. A crash loses at
+// most one reservation per limit: MaxChunk units, for Rate at most
+// max(burst, 1 s). Guarded by TestLeaseCrashNeverOverGrants,
+// TestLeaseRefundIsWritten, TestFindingRefundDuringRoundIsKept,
+// TestLinearizable (crash histories), quota.TestReserve.
 //
 // I8. Committer rounds (commit.go). One goroutine writes to the Store.
 // Records of live entries are built when a round starts, from memory, so a
 // later round never writes an older state of a key; administrative records
 // go whole in one Save. Close writes every key exactly after sealing them.
-// Guarded by TestStoreRoundTrip, TestExactModeSurvivesCrash,
-// TestRevokeIsDurableAtOnce.
+// The committer knows the engine only through commitEnv (save, the clock,
+// an iterator of every record for Close, the lease options): it never
+// calls back into the engine's state. Guarded by TestStoreRoundTrip,
+// TestExactModeSurvivesCrash, TestRevokeIsDurableAtOnce,
+// TestLeaseOptionsZeroTakesDefaults.
 //
 // I9. Arithmetic in range. Every value a constructor accepts keeps every
 // state inside its word for any time in [MinTime, MaxTime): Rate bursts
@@ -126,11 +132,20 @@
 // TestProcessesShareOneQuota and TestRevokeAcrossEngines in
 // persist/redisstore.
 //
-// The files, from the bottom up: limit.go and word.go (the arithmetic of one
-// limit, no engine state), lease.go (reservation marks), decision.go,
-// errors.go, store.go (the Store interface and Record), engine.go (the map,
-// Consume, Refund, Status, Close), admin.go (changes), lifecycle.go (Delete,
-// Reset, listing, calls by ID), admit.go (requests in flight), stats.go,
-// commit.go (the committer), pool.go (a shared store's reservations),
-// recover.go (load and promotion).
+// The files, from the bottom up. internal/quota: the arithmetic of one limit
+// and its lease marks; pure: being below engine it cannot import it, and
+// quota.TestImportsStandardLibraryOnly keeps it on the standard library.
+// limit.go: Limit, Kind, the bounds and validation. word.go: the flags
+// beside a value, and a validated limit as a quota.Limit. decision.go,
+// errors.go, options.go (Option, LeaseOptions), store.go (the Store
+// interface and Record), keys.go (NewKey, CheckKey). engine.go: the Engine,
+// its entries and key states, New, the clock, lookup, Close. chain.go:
+// walking rotation chains. consume.go: Consume and its paths (one limit,
+// several, an alias). refund.go, status.go. admin.go: changes (seal and
+// replace). lifecycle.go: Delete, Reset, listing, calls by ID. admit.go:
+// requests in flight. stats.go. commit.go: the committer, which the files
+// above feed through commitEnv and which alone calls Save. pool.go: a
+// shared store's reservations and changes (sharedRounds, behind the same
+// seam). recover.go: load,
+// promotion, and the records the committer writes.
 package engine

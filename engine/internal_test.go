@@ -4,6 +4,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/allot-go/allot/engine/internal/quota"
 	"github.com/allot-go/allot/shard"
 )
 
@@ -19,7 +20,8 @@ func TestEntryIsOneCacheLine(t *testing.T) {
 	}
 }
 
-// The word layout keeps the flags out of every value.
+// The word layout keeps the flags out of every value (the value's own
+// fields: quota.TestValueLayout).
 func TestWordLayout(t *testing.T) {
 	if revokedBit&valueMask != 0 || sealedBit&valueMask != 0 || revokedBit == sealedBit {
 		t.Fatal("flags overlap the value")
@@ -30,10 +32,10 @@ func TestWordLayout(t *testing.T) {
 	if uint64(MaxWindowQuota) > quotaMask || uint64(KindRate)<<kindShift>>kindShift != uint64(KindRate) {
 		t.Fatal("quota and kind must fit the entry's qm field")
 	}
-	if (uint64(tagMask)<<tagShift|usedMask)&flagBits != 0 {
-		t.Fatal("window fields overlap the flags")
+	if flagBits&^(revokedBit|sealedBit) != 0 || flagBits|valueMask != ^uint64(0) {
+		t.Fatal("the flags and the value must share the word exactly")
 	}
-	if MaxWindowQuota != usedMask {
+	if MaxWindowQuota != quota.UsedMask {
 		t.Fatal("MaxWindowQuota must fill the used field")
 	}
 }

@@ -83,7 +83,7 @@ func (e *Engine) reset(ctx context.Context, key string) error {
 		nvals := make([]uint64, len(ent.st.limits()))
 		for i := range ent.st.limits() {
 			l := ent.st.limits()[i].lim()
-			nvals[i] = l.initial(now)
+			nvals[i] = l.Initial(now)
 		}
 		st := &keyState{plan: ent.st.plan}
 		st.origin = st // what was spent is gone: older grants give nothing back

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/allot-go/allot/engine/internal/quota"
 	"github.com/allot-go/allot/shard"
 	"github.com/puzpuzpuz/xsync/v3"
 )
@@ -206,7 +207,7 @@ func (e *Engine) pooledEntry(rec Record, revoked bool) (entry, error) {
 	}
 	vals := append([]uint64(nil), rec.Counters...)
 	for i := range vals {
-		vals[i] = min(vals[i], valueMask)
+		vals[i] = min(vals[i], quota.ValueMask)
 	}
 	id := rec.ID
 	st := &keyState{plan: e.intern(specs), reg: rec.Registration, id: &id}
@@ -321,8 +322,12 @@ func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f f
 // poolRound is a committer round for a Pool: the administrative records go
 // to Save, then each pending entry gets its reservation (or gives back
 // everything, at Close).
-func (c *committer) poolRound(pend []*entry, wants []int64, recs []Record, b *batch, now int64, release bool) {
-	p := c.e.pool
+func (e *Engine) sharedRound(c *committer, pend []*entry, wants []int64, recs []Record, b *batch, now int64) {
+	e.poolRound(c, pend, wants, recs, b, now, false)
+}
+
+func (e *Engine) poolRound(c *committer, pend []*entry, wants []int64, recs []Record, b *batch, now int64, release bool) {
+	p := e.pool
 	if len(recs) > 0 {
 		if b.err = c.call(len(recs), func() error { return p.Save(context.Background(), recs...) }); b.err != nil {
 			return
@@ -338,7 +343,7 @@ func (c *committer) poolRound(pend []*entry, wants []int64, recs []Record, b *ba
 	if len(rs) == 0 {
 		return
 	}
-	t0 := c.e.mono()
+	t0 := e.mono()
 	if b.err = c.call(len(rs), func() error { return p.Reserve(context.Background(), rs) }); b.err != nil {
 		return
 	}
@@ -346,7 +351,7 @@ func (c *committer) poolRound(pend []*entry, wants []int64, recs []Record, b *ba
 		c.stats.reservations.Add(int64(len(rs)))
 	}
 	for i := range rs {
-		c.e.applyReservation(ents[i], &rs[i], t0)
+		e.applyReservation(ents[i], &rs[i], t0)
 	}
 }
 
@@ -375,9 +380,9 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 			r.From[i] = vals[i]
 			continue
 		}
-		r.From[i] = atomic.LoadUint64(&ent.marks(i).hard)
+		r.From[i] = atomic.LoadUint64(&ent.marks(i).Hard)
 		if s.kind == KindRate {
-			span := max(s.quota*s.period, minRateSpan)
+			span := max(s.quota*s.period, quota.MinRateSpan)
 			if chunk < span/s.period {
 				span = chunk * s.period
 			}
@@ -419,19 +424,19 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 		l := s.lim()
 		var v uint64
 		if i == 0 {
-			v = atomic.LoadUint64(&ent.word) & valueMask
+			v = atomic.LoadUint64(&ent.word) & quota.ValueMask
 		} else {
 			v = st.ms.more[i-1].Load()
 		}
 		m := ent.marks(i)
-		cur := atomic.LoadUint64(&m.hard)
+		cur := atomic.LoadUint64(&m.Hard)
 		from, start, hard := r.From[i], r.Start[i], r.Hard[i]
 		var nv, nh uint64
-		switch l.kind {
-		case KindCredits:
+		switch l.Kind {
+		case quota.Credits:
 			nv = shift(v, start, from)
 			nh = hard - min(hard, from-min(from, cur)) // less what was refunded since
-		case KindRate:
+		case quota.Rate:
 			if start <= from {
 				nv = v // contiguous: what this engine held is still its own
 				nh = hard - min(hard, from-min(from, cur))
@@ -442,15 +447,15 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 		default:
 			// The same as Credits, in counts of the pool's window (a
 			// value or mark of another window counts 0 in it).
-			tag := start >> tagShift & tagMask
+			tag := start >> quota.TagShift & quota.TagMask
 			cnt := func(x uint64) uint64 {
-				if x>>tagShift&tagMask != tag {
+				if x>>quota.TagShift&quota.TagMask != tag {
 					return 0
 				}
-				return x & usedMask
+				return x & quota.UsedMask
 			}
-			nv = tag<<tagShift | min(shift(cnt(v), start&usedMask, cnt(from)), usedMask)
-			nh = tag<<tagShift | hard&usedMask - min(hard&usedMask, cnt(from)-min(cnt(from), cnt(cur)))
+			nv = tag<<quota.TagShift | min(shift(cnt(v), start&quota.UsedMask, cnt(from)), quota.UsedMask)
+			nh = tag<<quota.TagShift | hard&quota.UsedMask - min(hard&quota.UsedMask, cnt(from)-min(cnt(from), cnt(cur)))
 		}
 		if i == 0 {
 			for {
@@ -462,21 +467,21 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 		} else {
 			st.ms.more[i-1].Store(nv)
 		}
-		atomic.StoreUint64(&m.hard, nh)
-		soft := l.unbounded().soft
-		switch l.kind {
-		case KindCredits:
-			if nh < uint64(l.quota) {
+		atomic.StoreUint64(&m.Hard, nh)
+		soft := l.Unbounded().Soft
+		switch l.Kind {
+		case quota.Credits:
+			if nh < uint64(l.Quota) {
 				soft = nh - (nh-min(nh, nv))/2
 			}
-		case KindRate:
+		case quota.Rate:
 			soft = nh // reserve when used up: a span reserved early is lost if another engine reserves in between
 		default:
-			if c, u := int64(nh&usedMask), int64(nv&usedMask); c < l.quota {
-				soft = nh&^usedMask | uint64(c-max(c-u, 0)/2)
+			if c, u := int64(nh&quota.UsedMask), int64(nv&quota.UsedMask); c < l.Quota {
+				soft = nh&^quota.UsedMask | uint64(c-max(c-u, 0)/2)
 			}
 		}
-		atomic.StoreUint64(&m.soft, soft)
+		atomic.StoreUint64(&m.Soft, soft)
 	}
 	st.base = r.Hard
 	if !r.Revoked && st.inval.Load() == r.inval {
@@ -494,9 +499,9 @@ func shift(v, start, from uint64) uint64 {
 
 // poolFlush gives back, at Close, everything unused of every key this
 // engine reserved: Close has sealed them all.
-func (c *committer) poolFlush() error {
+func (e *Engine) sharedFlush(c *committer) error {
 	var pend []*entry
-	c.e.m.Range(func(_ string, ent *entry) bool {
+	e.m.Range(func(_ string, ent *entry) bool {
 		if ent.st.alias == nil && ent.st.base != nil {
 			pend = append(pend, ent)
 		}
@@ -506,7 +511,7 @@ func (c *committer) poolFlush() error {
 	for len(pend) > 0 {
 		k := min(len(pend), batch)
 		b := newBatch()
-		c.poolRound(pend[:k], make([]int64, k), nil, b, c.e.now(), true)
+		e.poolRound(c, pend[:k], make([]int64, k), nil, b, e.now(), true)
 		if b.err != nil {
 			return wrapStore("flush", b.err)
 		}

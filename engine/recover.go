@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/allot-go/allot/engine/internal/quota"
 )
 
 // A Store knows keys only by KeyID. After a restart the engine holds each
@@ -44,35 +46,21 @@ func recordOf(ent *entry, id KeyID, leased bool) Record {
 	r.Limits = make([]Limit, len(st.limits()))
 	for i := range st.limits() {
 		r.Limits[i] = st.limits()[i].Limit
-		r.Counters[i] = worst(vals[i], atomic.LoadUint64(&ent.marks(i).hard), leased)
+		r.Counters[i] = quota.Worst(vals[i], atomic.LoadUint64(&ent.marks(i).Hard), leased)
 	}
 	return r
 }
 
-// flush writes every key to the store as it is, reservations given back.
-// Close calls it after sealing every entry, so nothing moves under it.
-func (e *Engine) flush(ctx context.Context) error {
-	const batch = 1024
-	recs := make([]Record, 0, batch)
-	var err error
+// records yields the record of every key as it is, reservations given back
+// (a forwarding entry has none of its own). Close's last round writes them,
+// after sealing every entry, so nothing moves under it.
+func (e *Engine) records(yield func(Record) bool) {
 	e.m.Range(func(key string, ent *entry) bool {
 		if ent.st.alias != nil && ent.st.alias.forward {
 			return true
 		}
-		recs = append(recs, recordOf(ent, idOfKey(key), false))
-		if len(recs) == batch {
-			err = e.c.save(ctx, recs)
-			recs = recs[:0]
-		}
-		return err == nil
+		return yield(recordOf(ent, idOfKey(key), false))
 	})
-	if err == nil && len(recs) > 0 {
-		err = e.c.save(ctx, recs)
-	}
-	if err != nil {
-		return wrapStore("flush", err)
-	}
-	return nil
 }
 
 // load reads every record of the store into the map under its ID.
@@ -114,7 +102,7 @@ func (e *Engine) load(ctx context.Context) error {
 		if e.leased && st.alias == nil {
 			for i := range st.limits() {
 				l := st.limits()[i].lim()
-				*ent.marks(i) = l.exhausted(vals[i]) // reserved before the stop: spent
+				*ent.marks(i) = l.Exhausted(vals[i]) // reserved before the stop: spent
 			}
 		}
 		e.m.Lock(k)
@@ -193,7 +181,7 @@ func (e *Engine) promote(key string) *entry {
 	ent := e.newEntry(st, revoked, vals, now)
 	for i := range st.limits() {
 		// The reservations move along: they are durable already.
-		*ent.marks(i) = leasePair{hard: atomic.LoadUint64(&re.marks(i).hard), soft: atomic.LoadUint64(&re.marks(i).soft)}
+		*ent.marks(i) = quota.Marks{Hard: atomic.LoadUint64(&re.marks(i).Hard), Soft: atomic.LoadUint64(&re.marks(i).Soft)}
 	}
 	ne := e.m.Store(key, ent)
 	e.m.Store(rk, e.newEntry(&keyState{alias: &alias{target: key, targetID: id, deadline: math.MaxInt64, forward: true, reg: regOf(ne)}}, false, nil, now))

@@ -104,7 +104,7 @@ func (s *storeStats) observe(d time.Duration) {
 // save is one Save of Close's final flush, counted as a round: its
 // records, its latency and its error.
 func (c *committer) save(ctx context.Context, recs []Record) error {
-	return c.call(len(recs), func() error { return c.e.store.Save(ctx, recs...) })
+	return c.call(len(recs), func() error { return c.env.save(ctx, recs...) })
 }
 
 // failed records a round's store error and logs it.

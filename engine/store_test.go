@@ -252,6 +252,34 @@ func TestLeaseCrashNeverOverGrants(t *testing.T) {
 	}
 }
 
+// WithLease is the one way to choose the mode; a zero chunk bound takes its
+// default, so LeaseOptions{Exact: true} alone is exact mode.
+func TestLeaseOptionsZeroTakesDefaults(t *testing.T) {
+	afterCrash := func(lo engine.LeaseOptions, quota int64) int64 {
+		st := newMemStore()
+		eng, err := engine.New(engine.WithStore(st), engine.WithLease(lo))
+		require.NoError(t, err)
+		defer eng.Close()
+		require.NoError(t, eng.Register(ctx, "k", engine.Credits(quota)))
+		d, err := eng.Consume(ctx, "k", 1)
+		require.NoError(t, err)
+		require.True(t, d.Allowed)
+		re, err := engine.New(engine.WithStore(st.clone()))
+		require.NoError(t, err)
+		defer re.Close()
+		s, err := re.Status("k")
+		require.NoError(t, err)
+		return s.Limits[0].Remaining
+	}
+	require.Equal(t, int64(9), afterCrash(engine.LeaseOptions{Exact: true}, 10), "exact: the grant alone is durable")
+	require.Equal(t, int64(100-4), afterCrash(engine.LeaseOptions{MaxChunk: 4}, 100), "MinChunk 0 with MaxChunk 4: reservations of 4")
+	require.Equal(t, int64(1000-64), afterCrash(engine.LeaseOptions{}, 1000), "the default: a first reservation of 64")
+	for _, lo := range []engine.LeaseOptions{{MinChunk: -1}, {MaxChunk: -1}, {MinChunk: 8, MaxChunk: 4}, {MaxChunk: 1<<40 + 1}} {
+		_, err := engine.New(engine.WithStore(newMemStore()), engine.WithLease(lo))
+		require.ErrorIs(t, err, engine.ErrInvalidOption, "%+v", lo)
+	}
+}
+
 func TestExactModeSurvivesCrash(t *testing.T) {
 	st := newMemStore()
 	eng, err := engine.New(engine.WithStore(st), engine.WithLease(engine.LeaseOptions{MinChunk: 1, MaxChunk: 1, Exact: true}))

@@ -71,7 +71,8 @@ func (b BackupInfo) String() string {
 // The backup holds what a restart at that moment would find: in lease mode
 // (the default) a key's counters are the ends of its durable reservations,
 // every reserved unit counted as spent; after the engine's Close, or with
-// WithExact, they are exact. Restore it with Restore, or `allot restore`.
+// engine.WithLease(engine.LeaseOptions{Exact: true}), they are exact.
+// Restore it with Restore, or `allot restore`.
 func (s *Store) Backup(w io.Writer) (BackupInfo, error) {
 	var info BackupInfo
 	err := s.use(func(db *badger.DB) error {

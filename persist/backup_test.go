@@ -128,9 +128,9 @@ func TestBackupWhileRunning(t *testing.T) {
 	dir := t.TempDir()
 	clk := &clock{}
 	clk.ns.Store(time.Date(2026, 11, 29, 10, 30, 0, 0, time.UTC).UnixNano())
-	st, err := persist.Open(dir, persist.WithExact())
+	st, err := persist.Open(dir)
 	require.NoError(t, err)
-	eng, err := engine.New(engine.WithStore(st), engine.WithClock(clk.Now))
+	eng, err := engine.New(engine.WithStore(st), engine.WithClock(clk.Now), engine.WithLease(engine.LeaseOptions{Exact: true}))
 	require.NoError(t, err)
 	defer eng.Close()
 	fillStore(t, eng)

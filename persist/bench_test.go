@@ -151,11 +151,11 @@ func BenchmarkConsume(b *testing.B) {
 
 func BenchmarkExact(b *testing.B) {
 	dir := b.TempDir()
-	st, err := persist.Open(dir, persist.WithExact())
+	st, err := persist.Open(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
-	eng, err := engine.New(engine.WithStore(st))
+	eng, err := engine.New(engine.WithStore(st), engine.WithLease(engine.LeaseOptions{Exact: true}))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -162,16 +162,16 @@ func sayer() func(format string, a ...any) {
 // 4 to crashMaxChunk units, or the default ones with ALLOT_CRASH_CHUNKS=default.
 func childEngine(dir string, say func(string, ...any)) (*engine.Engine, *persist.Store) {
 	say("opening")
-	var opts []persist.Option
-	if os.Getenv("ALLOT_CRASH_CHUNKS") != "default" {
-		opts = append(opts, persist.WithChunks(4, crashMaxChunk))
+	lo := engine.LeaseOptions{MinChunk: 4, MaxChunk: crashMaxChunk}
+	if os.Getenv("ALLOT_CRASH_CHUNKS") == "default" {
+		lo = engine.DefaultLeaseOptions()
 	}
-	st, err := persist.Open(dir, opts...)
+	st, err := persist.Open(dir)
 	if err != nil {
 		say("error %v", err)
 		os.Exit(2)
 	}
-	eng, err := engine.New(engine.WithStore(st))
+	eng, err := engine.New(engine.WithStore(st), engine.WithLease(lo))
 	if err != nil {
 		say("error %v", err)
 		os.Exit(2)

@@ -411,7 +411,7 @@ func fullDiskFallback(t *testing.T) {
 	st, err := persist.Open(dir)
 	require.NoError(t, err)
 	fs := &faultStore{Store: st}
-	eng, err := engine.New(engine.WithStore(fs), engine.WithLease(st.LeaseOptions()))
+	eng, err := engine.New(engine.WithStore(fs))
 	require.NoError(t, err)
 	registerFaultKeys(t, eng)
 	w := newWorkload(t, eng)

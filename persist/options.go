@@ -3,7 +3,6 @@ package persist
 import (
 	"log/slog"
 
-	"github.com/allot-go/allot/engine"
 	"github.com/dgraph-io/badger/v4"
 )
 
@@ -12,7 +11,6 @@ type Option func(*options)
 
 type options struct {
 	logger *slog.Logger
-	lease  engine.LeaseOptions
 	verify bool
 	badger func(badger.Options) badger.Options
 
@@ -21,26 +19,12 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{lease: engine.DefaultLeaseOptions(), verify: true, reserve: -1}
+	return options{verify: true, reserve: -1}
 }
 
 // WithLogger routes Badger's log lines to l (Info and Debug at slog's Debug
 // level). Default: Badger's logging is off, apart from nothing at all.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
-
-// WithExact makes every granted Consume durable before it returns, at the
-// cost of a disk sync per round of concurrent Consumes (group commit).
-// Default: lease mode, where a crash can lose up to MaxChunk units per limit
-// of each key in use (see engine.LeaseOptions) and Consume does not wait
-// for the disk in steady state.
-func WithExact() Option { return func(o *options) { o.lease.Exact = true } }
-
-// WithChunks sets the smallest and largest reservation, in units, of lease
-// mode. The largest is the most a crash can lose per limit of a key.
-// Default: 64 and 65536.
-func WithChunks(minChunk, maxChunk int64) Option {
-	return func(o *options) { o.lease.MinChunk, o.lease.MaxChunk = minChunk, maxChunk }
-}
 
 // WithoutVerify skips the check of every table's footer, index and block
 // checksums before Badger opens them. Default: Open verifies, so that a

@@ -18,7 +18,8 @@
 //     does not wait for the disk in steady state. A crash loses at most the
 //     unused rest of each reservation (see engine.LeaseOptions: at most
 //     MaxChunk units per limit of each key in use), and never grants a
-//     unit twice. In exact mode (WithExact) every grant is durable before
+//     unit twice. In exact mode (engine.WithLease with
+//     engine.LeaseOptions{Exact: true}) every grant is durable before
 //     Consume returns.
 //   - Close (through the engine's Close) writes every counter as it is: a
 //     restart after a clean Close loses nothing.
@@ -586,15 +587,6 @@ func (s *Store) metaWriter() {
 			return
 		}
 	}
-}
-
-// LeaseOptions tells the engine how to use this store (see WithExact and
-// WithChunks).
-func (s *Store) LeaseOptions() engine.LeaseOptions {
-	if s == nil {
-		return engine.DefaultLeaseOptions()
-	}
-	return s.opts.lease
 }
 
 // Load calls fn with every record. It stops at the first record it cannot

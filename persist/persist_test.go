@@ -26,9 +26,15 @@ func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
 
 func open(t testing.TB, dir string, clk *clock, opts ...persist.Option) *engine.Engine {
 	t.Helper()
+	return openMode(t, dir, clk, engine.DefaultLeaseOptions(), opts...)
+}
+
+// openMode is open in the given lease or exact mode.
+func openMode(t testing.TB, dir string, clk *clock, lo engine.LeaseOptions, opts ...persist.Option) *engine.Engine {
+	t.Helper()
 	st, err := persist.Open(dir, opts...)
 	require.NoError(t, err)
-	eopts := []engine.Option{engine.WithStore(st)}
+	eopts := []engine.Option{engine.WithStore(st), engine.WithLease(lo)}
 	if clk != nil {
 		eopts = append(eopts, engine.WithClock(clk.Now))
 	}
@@ -62,14 +68,11 @@ func restartKeys() map[string][]engine.Limit {
 func TestCleanRestartIsExact(t *testing.T) {
 	for _, mode := range []string{"lease", "exact"} {
 		t.Run(mode, func(t *testing.T) {
-			var opts []persist.Option
-			if mode == "exact" {
-				opts = append(opts, persist.WithExact())
-			}
+			lo := engine.LeaseOptions{Exact: mode == "exact"}
 			dir := t.TempDir()
 			clk := &clock{}
 			clk.ns.Store(time.Date(2026, 11, 29, 10, 30, 0, 0, time.UTC).UnixNano())
-			eng := open(t, dir, clk, opts...)
+			eng := openMode(t, dir, clk, lo)
 			for k, ls := range restartKeys() {
 				require.NoError(t, eng.Register(ctx, k, ls...))
 			}
@@ -95,7 +98,7 @@ func TestCleanRestartIsExact(t *testing.T) {
 			require.NoError(t, eng.Close())
 			require.ErrorIs(t, eng.Close(), engine.ErrClosed)
 
-			eng = open(t, dir, clk, opts...)
+			eng = openMode(t, dir, clk, lo)
 			defer eng.Close()
 			for k, want := range before {
 				require.Equal(t, want, statusOf(t, eng, k), k)

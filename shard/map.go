@@ -1,14 +1,23 @@
-// Package shard holds allot's concurrent building blocks: a lock-striped hash
-// map with lock-free lookups, and cache-line padded atomic counters.
+// Package shard holds the engine's building blocks: a lock-striped hash map
+// with lock-free lookups, and cache-line padded atomic counters. It is public
+// so that its design can be read and measured on its own, but it is shaped
+// by package engine and promises nothing beyond what the engine needs; it is
+// not a general-purpose concurrent map. In particular a Map's writers must
+// hold the key's stripe lock (Lock, LockPair) around Store and Delete, which
+// lets the engine seal a key, write it to its store and publish its new
+// entry as one step; Node and KeyOf exist so that the engine can lay out and
+// find its entries in place. For a general concurrent map use sync.Map or
+// github.com/puzpuzpuz/xsync.
 //
-// It does no I/O and knows nothing of quotas; package engine puts the policy
-// on top.
+// It does no I/O, knows nothing of quotas and imports only the standard
+// library; package engine puts the policy on top.
 package shard
 
 import (
 	"errors"
 	"hash/maphash"
 	"math/bits"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -182,7 +191,7 @@ func (m *Map[V]) index(s *stripe[V]) int {
 func (m *Map[V]) Store(key string, v V) *V {
 	h := m.hash(key)
 	s := m.stripeOf(h)
-	n := &Node[V]{key: cloneString(key), Value: v}
+	n := &Node[V]{key: strings.Clone(key), Value: v}
 	t := s.tab.Load()
 	free := int64(-1)
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
@@ -289,12 +298,6 @@ func insert[V any](t *table[V], h uint64, n *Node[V]) {
 			return
 		}
 	}
-}
-
-func cloneString(s string) string {
-	b := make([]byte, len(s))
-	copy(b, s)
-	return string(b)
 }
 
 // KeyOf returns the key stored with v, which must be a pointer returned by
