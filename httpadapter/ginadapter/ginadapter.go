@@ -35,22 +35,27 @@ import (
 func Middleware(eng *engine.Engine, opts ...httpadapter.Option) gin.HandlerFunc {
 	g := core.New(eng, opts...)
 	return func(c *gin.Context) {
-		t, ok := g.Begin(c.Writer, c.Request)
+		if g.Skip(c.Request) {
+			return // the chain goes on, untouched
+		}
+		q, req, ok := core.Begin[writer](g, c.Writer, c.Request)
 		if !ok {
-			// Begin has written the problem response, like
-			// c.AbortWithStatusJSON would, with its own content type.
+			// Begin has written the refusal, like c.AbortWithStatusJSON
+			// would, with its own content type.
 			c.Abort()
 			return
 		}
-		w := &writer{ResponseWriter: c.Writer}
-		c.Writer = w
+		w := &q.A
+		w.ResponseWriter = c.Writer
+		orig := c.Request
+		c.Writer, c.Request = w, req
 		panicked := true
 		defer func() {
-			c.Writer = w.ResponseWriter
+			c.Writer, c.Request = w.ResponseWriter, orig
 			if w.hijacked {
-				t.Finish(w.sent, true, panicked)
+				q.Finish(w.sent, true, panicked)
 			} else {
-				t.Finish(w.Status(), false, panicked)
+				q.Finish(w.Status(), false, panicked)
 			}
 		}()
 		c.Next()
