@@ -15,6 +15,14 @@
 // status only recorded with c.Writer.WriteHeader is never sent by Gin, and
 // does not count. The middleware wraps c.Writer, to see the hijack, while
 // the rest of the chain runs.
+//
+// The hooks work as in package httpadapter: a handler reads its decision
+// with httpadapter.DecisionFrom(c.Request.Context()), for c.Request is a
+// shallow copy of the request whose context carries it (the middleware
+// puts the original back once the chain has run, as it does c.Writer); a
+// WithDenyHandler function writes to c.Writer, and the request is aborted
+// after it; a request exempted by WithSkip goes down the chain untouched;
+// WithShadow lets the requests a limit denies go down the chain.
 package ginadapter
 
 import (

@@ -147,7 +147,7 @@ type Ticket struct {
 	// vals backs the header values of the rate-limit fields, and ctx is
 	// the request's context that carries the Ticket (FromContext): both
 	// live in the adapter's one allocation per request.
-	vals [maxFields]string
+	vals [2]string
 	ctx  decisionCtx
 }
 
@@ -156,6 +156,10 @@ type Ticket struct {
 type Request[A any] struct {
 	Ticket
 	A A
+	// req is the request passed on: a shallow copy of the incoming one,
+	// with its context, made by r.WithContext, copied in here so that its
+	// own allocation does not escape.
+	req http.Request
 }
 
 // Finish ends a request let through, once its handler has returned or
@@ -280,10 +284,11 @@ func Begin[A any](g *Guard, w http.ResponseWriter, r *http.Request) (*Request[A]
 		if g.rateLimit {
 			ls = g.limits(buf[:0], key, &d)
 		}
-		g.setFields(w.Header(), ls, &d, false, &t.vals)
+		g.setFields(w.Header(), ls, &d, false, t.vals[:])
 	}
 	t.ctx = decisionCtx{Context: r.Context(), t: t}
-	return q, r.WithContext(&t.ctx), true
+	q.req = *r.WithContext(&t.ctx)
+	return q, &q.req, true
 }
 
 // exhausted refuses a request a limit denied: 429, with the rate-limit
@@ -295,8 +300,7 @@ func (g *Guard) exhausted(w http.ResponseWriter, r *http.Request, key string, n 
 	if g.rateLimit || g.deny == nil {
 		ls = g.limits(buf[:0], key, d)
 	}
-	var vals [maxFields]string
-	g.setFields(w.Header(), ls, d, true, &vals)
+	g.setFields(w.Header(), ls, d, true, nil)
 	if g.deny != nil {
 		g.deny(w, r, http.StatusTooManyRequests, *d, nil)
 		return

@@ -130,8 +130,9 @@ const maxFields = 6
 // Retry-After for a denial (refused) that waiting cures, and the legacy
 // X-RateLimit-* fields if enabled. All values are built in one buffer and
 // stored as substrings of one string, with vals as the backing array of
-// their slices: one allocation in all.
-func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Decision, refused bool, vals *[maxFields]string) {
+// their slices if it is long enough (else one is made): one allocation, or
+// two, in all.
+func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Decision, refused bool, vals []string) {
 	var arr [768]byte
 	b := arr[:0]
 	var ends [maxFields]int
@@ -170,6 +171,9 @@ func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Deci
 		return
 	}
 	s := string(b)
+	if len(vals) < k {
+		vals = make([]string, k)
+	}
 	start := 0
 	for i := range k {
 		vals[i] = s[start:ends[i]]
