@@ -18,6 +18,12 @@ type Stats struct {
 	// Decisions by reason: Consume and Admit calls that returned a
 	// Decision (calls that returned an error are in none of them).
 	Granted, Exhausted, Revoked, UnknownKey int64
+	// ShadowDenied counts the Exhausted denials that their caller let
+	// through all the same and reported with CountShadowDenied (the
+	// middleware's shadow mode, httpadapter.WithShadow). They stay counted
+	// in Exhausted, which is what the engine decided, so every counter only
+	// grows: Exhausted - ShadowDenied is the denials that were enforced.
+	ShadowDenied int64
 	// UnitsGranted is the sum of the units of every grant.
 	UnitsGranted int64
 
@@ -58,11 +64,11 @@ var roundBounds = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, 
 // counters are an engine's decision counters: striped (xsync.Counter), so
 // that Consumes on many cores do not contend on them.
 type counters struct {
-	granted, exhausted, revoked, unknown, units *xsync.Counter
+	granted, exhausted, revoked, unknown, units, shadow *xsync.Counter
 }
 
 func newCounters() *counters {
-	return &counters{xsync.NewCounter(), xsync.NewCounter(), xsync.NewCounter(), xsync.NewCounter(), xsync.NewCounter()}
+	return &counters{xsync.NewCounter(), xsync.NewCounter(), xsync.NewCounter(), xsync.NewCounter(), xsync.NewCounter(), xsync.NewCounter()}
 }
 
 // count records a Decision.
@@ -77,6 +83,18 @@ func (c *counters) count(d *Decision) {
 		c.revoked.Inc()
 	case UnknownKey:
 		c.unknown.Inc()
+	}
+}
+
+// CountShadowDenied records, for Stats.ShadowDenied, that the caller did
+// not enforce d, an Exhausted denial this engine returned: it let the
+// request through all the same, as a shadow mode does to try a limit out
+// without refusing anyone (httpadapter.WithShadow calls it). Call it at
+// most once per Decision. A Decision of any other Reason is not counted,
+// and without WithCounting nothing is. It does not allocate.
+func (e *Engine) CountShadowDenied(d Decision) {
+	if c := e.count; c != nil && d.Reason == Exhausted {
+		c.shadow.Inc()
 	}
 }
 
@@ -127,7 +145,7 @@ func (e *Engine) Stats() Stats {
 	var s Stats
 	if c := e.count; c != nil {
 		s.Granted, s.Exhausted, s.Revoked, s.UnknownKey = c.granted.Value(), c.exhausted.Value(), c.revoked.Value(), c.unknown.Value()
-		s.UnitsGranted = c.units.Value()
+		s.UnitsGranted, s.ShadowDenied = c.units.Value(), c.shadow.Value()
 	}
 	s.RoundLatency.Bounds = roundBounds
 	s.RoundLatency.Counts = make([]uint64, len(roundBounds))

@@ -55,6 +55,39 @@ func TestStatsCountKnownTraffic(t *testing.T) {
 	require.Zero(t, quiet.Stats().Granted, "counting is off by default")
 }
 
+// CountShadowDenied counts Exhausted denials only, in ShadowDenied beside
+// Exhausted; without WithCounting it counts nothing.
+func TestStatsShadowDenied(t *testing.T) {
+	eng := newEngine(t, engine.WithCounting())
+	require.NoError(t, eng.Register(ctx, "c", engine.Credits(1)))
+	require.NoError(t, eng.Register(ctx, "r", engine.Credits(1)))
+	require.NoError(t, eng.Revoke(ctx, "r"))
+	var denials []engine.Decision
+	for _, key := range []string{"c", "c", "c", "r", "nope"} {
+		d, err := eng.Consume(ctx, key, 1)
+		require.NoError(t, err)
+		denials = append(denials, d)
+	}
+	for _, d := range denials {
+		eng.CountShadowDenied(d) // the grant, the revoked and the unknown key are not counted
+	}
+	eng.CountShadowDenied(engine.Decision{})
+	s := eng.Stats()
+	require.Equal(t, int64(1), s.Granted)
+	require.Equal(t, int64(2), s.Exhausted)
+	require.Equal(t, int64(2), s.ShadowDenied)
+	require.Equal(t, int64(1), s.Revoked)
+	require.Equal(t, int64(1), s.UnknownKey)
+
+	quiet := newEngine(t)
+	require.NoError(t, quiet.Register(ctx, "c", engine.Credits(1)))
+	d, err := quiet.Consume(ctx, "c", 2)
+	require.NoError(t, err)
+	require.Equal(t, engine.Exhausted, d.Reason)
+	quiet.CountShadowDenied(d)
+	require.Zero(t, quiet.Stats().ShadowDenied, "counting is off by default")
+}
+
 // A background store failure reaches the snapshot and the log.
 func TestStatsReportStoreFailure(t *testing.T) {
 	fs := newFaultStore()

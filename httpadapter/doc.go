@@ -90,6 +90,29 @@
 // to reset, e.g. for Credits) fields, which describe the one limit the
 // engine's Decision reports: the tightest.
 //
+// WithRateLimitHeaders(false) leaves out RateLimit and RateLimit-Policy;
+// the legacy fields are on or off by themselves. Retry-After stays on 429s
+// either way.
+//
+// # Hooks
+//
+// A handler reads its request's decision with DecisionFrom(r.Context()):
+// the engine.Decision its fields describe, and its engine.Admission. The
+// handler gets a shallow copy of the request (r.WithContext), whose
+// context carries the decision; the incoming request is left as it came.
+//
+// WithDenyHandler answers refusals (400, 401, 429, 500, 503) in the
+// application's own format: it gets the status, the Decision (for a 429,
+// a revoked or an unknown key) or the error, and the request, with the
+// challenge, the rate-limit fields and Retry-After already set. By
+// default refusals are the problem+json bodies above.
+//
+// WithSkip exempts requests, such as health checks: they need no key and
+// count nowhere. WithShadow decides, counts and sets the fields, but lets
+// the requests a limit denies through (engine.Stats.ShadowDenied counts
+// them), to try limits out before enforcing them; missing, bad and revoked
+// keys are refused as ever.
+//
 // # Refunds and revocation
 //
 // When the handler answers a status the WithRefundIf predicate accepts (by

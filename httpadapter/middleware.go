@@ -28,17 +28,24 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t, ok := h.g.Begin(w, r)
+	if h.g.Skip(r) {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	// One allocation holds the decision, the context that carries it and
+	// the response writer.
+	q, req, ok := core.Begin[responseWriter](h.g, w, r)
 	if !ok {
 		return
 	}
-	rw := &responseWriter{ResponseWriter: w}
+	rw := &q.A
+	rw.ResponseWriter = w
 	panicked := true
 	defer func() {
 		status, hijacked := rw.result()
-		t.Finish(status, hijacked, panicked)
+		q.Finish(status, hijacked, panicked)
 	}()
-	h.next.ServeHTTP(rw, r)
+	h.next.ServeHTTP(rw, req)
 	panicked = false
 }
 

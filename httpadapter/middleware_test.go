@@ -113,3 +113,49 @@ func TestInformationalStatus(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(100), st.Limits[0].Remaining)
 }
+
+// nopWriter is a ResponseWriter that allocates nothing: its header is
+// reset between requests, in place.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+// An admitted request costs two allocations: the middleware's state (its
+// decision, the context that carries it, the writer and the request passed
+// on) and the fields' values; one without the RateLimit fields, none for a
+// skipped request. DecisionFrom allocates nothing.
+func TestMiddlewareAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	eng := adaptertest.NewEngine(t)
+	keyed(eng, t)
+	require.NoError(t, eng.TopUp(context.Background(), "key", 1_000_000))
+	var decided bool
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _, decided = httpadapter.DecisionFrom(r.Context())
+	})
+	r := request()
+	w := &nopWriter{h: http.Header{}}
+	for _, c := range []struct {
+		name   string
+		opts   []httpadapter.Option
+		allocs float64
+		decide bool
+	}{
+		{"default", nil, 2, true},
+		{"no fields", []httpadapter.Option{httpadapter.WithRateLimitHeaders(false)}, 1, true},
+		{"skipped", []httpadapter.Option{httpadapter.WithSkip(func(*http.Request) bool { return true })}, 0, false},
+	} {
+		h := httpadapter.Middleware(eng, c.opts...)(app)
+		h.ServeHTTP(w, r) // the header map's buckets
+		got := testing.AllocsPerRun(100, func() {
+			clear(w.h)
+			h.ServeHTTP(w, r)
+		})
+		assert.Equal(t, c.allocs, got, c.name)
+		assert.Equal(t, c.decide, decided, c.name)
+	}
+}

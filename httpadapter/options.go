@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/allot-go/allot/engine"
 	"github.com/allot-go/allot/httpadapter/internal/core"
 )
 
@@ -89,4 +90,83 @@ func WithRealm(realm string) Option {
 // the keys WithKeyFunc returns too. Off by default.
 func WithKeyChecksum(on bool) Option {
 	return func(c *core.Config) { c.KeyChecksum = on }
+}
+
+// WithSkip exempts the requests for which skip returns true (health
+// checks, the admin API, public pages): they go to the handler as they
+// came, need no key, count nowhere (no decision, no units, not in flight)
+// and get no rate-limit fields. skip runs first, before the key is read,
+// also when the engine is nil or closed. A nil skip exempts nothing.
+func WithSkip(skip func(*http.Request) bool) Option {
+	return func(c *core.Config) { c.Skip = skip }
+}
+
+// WithShadow sets shadow mode, for trying limits out before enforcing
+// them: the middleware decides and counts as usual and sets the rate-limit
+// fields, but lets a request that a limit denies (engine.Exhausted) through
+// to the handler instead of answering 429, without Retry-After and without
+// calling the WithDenyHandler function. Nothing is granted to such a
+// request: it spends no units and gets no refund. Its handler can tell it
+// from a grant with DecisionFrom (Allowed false, Reason engine.Exhausted),
+// and the engine counts it, with engine.WithCounting, in Stats.Exhausted
+// and in Stats.ShadowDenied (engine.Engine.CountShadowDenied). It is not an
+// admitted request: RevokeAndWait does not wait for it.
+//
+// Shadow mode only concerns quotas: a request without a valid key (400,
+// 401, a revoked key included), a cost below 1 (500) and an engine failure
+// (503, see WithFailOpen) are refused as usual, or letting requests through
+// would let any client in. Off by default.
+func WithShadow(on bool) Option {
+	return func(c *core.Config) { c.Shadow = on }
+}
+
+// WithRateLimitHeaders sets whether the middleware sets the draft's
+// RateLimit and RateLimit-Policy fields, on admitted responses and 429s.
+// Retry-After stays on 429s whatever this says, and WithLegacyHeaders is
+// independent of it. Without either, the middleware does not read the
+// key's limits after its decision. On by default.
+func WithRateLimitHeaders(on bool) Option {
+	return func(c *core.Config) { c.NoRateLimit = !on }
+}
+
+// Denial is a refusal of the middleware, for a WithDenyHandler function.
+type Denial struct {
+	// Status is the status the default response has: 400, 401, 429, 500
+	// or 503 (see the package documentation).
+	Status int
+	// Decision is the engine's decision for a refusal the engine decided:
+	// Reason engine.Exhausted for a 429 (Limit, Remaining, RetryAfter...
+	// describe the limit that refused), engine.Revoked or engine.UnknownKey
+	// for a 401. It is the zero Decision (Reason engine.Undecided) for the
+	// others, which Err explains.
+	Decision engine.Decision
+	// Err is why a request the engine did not decide on was refused, nil
+	// otherwise: ErrMissingKey (401), ErrAmbiguousKey (400), an error
+	// matching engine.ErrInvalidKey for a key that is empty, malformed or
+	// fails its checksum (401), the WithKeyFunc function's own error (401),
+	// one matching engine.ErrInvalidAmount for a cost below 1 (500), and the
+	// engine's error for a 503 (engine.ErrClosed, also for a nil engine, or
+	// a store failure).
+	Err error
+}
+
+// WithDenyHandler makes deny answer every refusal (400, 401, 429, 500 and
+// 503) in the application's own format, instead of the default RFC 9457
+// problem+json bodies. When deny is called, the middleware has set on w's
+// header what the refusal must carry: the WWW-Authenticate challenge of a
+// 400 or 401; the RateLimit fields and Retry-After of a 429. deny writes
+// the rest: it must write the status (d.Status, or another of its choice)
+// and a body; if it writes nothing, net/http answers 200 with an empty
+// body. The handler never runs for a refused request, and a Gin request is
+// aborted after deny returns. A nil deny restores the default.
+func WithDenyHandler(deny func(w http.ResponseWriter, r *http.Request, d Denial)) Option {
+	return func(c *core.Config) {
+		if deny == nil {
+			c.Deny = nil
+			return
+		}
+		c.Deny = func(w http.ResponseWriter, r *http.Request, status int, d engine.Decision, err error) {
+			deny(w, r, Denial{Status: status, Decision: d, Err: err})
+		}
+	}
 }

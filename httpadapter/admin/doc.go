@@ -52,7 +52,9 @@
 // # Generated keys
 //
 // Register without "key", or rotate without "new_key", generates a key:
-// "sk_" and 160 bits from crypto/rand in base62, 27 digits. The response's
+// engine.NewKey("sk"): "sk_", 30 base62 characters from crypto/rand (about
+// 178 bits) and a checksum of 6 that engine.CheckKey verifies, so the
+// middleware's WithKeyChecksum(true) accepts them. The response's
 // "key" member is the only time it is shown: no other response, and no log
 // line, holds a raw key. A key the request gave is never echoed.
 //

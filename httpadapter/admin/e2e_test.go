@@ -115,7 +115,7 @@ func (c *client) call(method, path, body string) resp {
 	return resp{res.StatusCode, res.Header, string(b)}
 }
 
-var generated = regexp.MustCompile(admin.KeyPrefix + `[0-9A-Za-z]{27}`)
+var generated = regexp.MustCompile(admin.KeyPrefix + `[0-9A-Za-z]{36}`)
 
 // TestEndToEnd drives every endpoint over a loopback server, under a
 // prefix, with 10,000 keys to page through while others come and go, and

@@ -20,11 +20,9 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request, c *call) (int
 		return 0, nil, err
 	}
 	generated := req.Key == nil
-	key := ""
-	if generated {
-		key = newKey()
-	} else {
-		key = *req.Key
+	key, err := newKeyOr(req.Key)
+	if err != nil {
+		return 0, nil, err
 	}
 	c.keys = append(c.keys, key)
 	limits, err := toLimits(req.Limits)
@@ -148,6 +146,22 @@ func after(id engine.KeyID, st engine.Status, err error) (int, any, error) {
 	return http.StatusOK, keyOf(id, st), nil
 }
 
+// state answers a read of key id's state.
+func state(id engine.KeyID, st engine.Status, err error) (int, any, error) {
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, keyOf(id, st), nil
+}
+
+// deleted answers a delete.
+func deleted(err error) (int, any, error) {
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, nil
+}
+
 // GET /keys/{id}
 func (h *handler) statusID(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
 	id, err := pathID(r, c)
@@ -155,30 +169,12 @@ func (h *handler) statusID(_ http.ResponseWriter, r *http.Request, c *call) (int
 		return 0, nil, err
 	}
 	st, err := h.eng.StatusID(id)
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusOK, keyOf(id, st), nil
+	return state(id, st, err)
 }
 
-// DELETE /keys/{id}
-func (h *handler) deleteID(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	id, err := pathID(r, c)
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := decode(w, r, &noBody{}, true); err != nil {
-		return 0, nil, err
-	}
-	if err := h.eng.DeleteID(r.Context(), id); err != nil {
-		return 0, nil, err
-	}
-	return http.StatusNoContent, nil, nil
-}
-
-// byID runs f, a change of the key named by the path, and answers its state.
-// A body that is nil may be empty, or {}.
-func (h *handler) byID(w http.ResponseWriter, r *http.Request, c *call, body any, f func(engine.KeyID) error) (int, any, error) {
+// byID decodes the body of a call on the key the path names into body (nil:
+// the body may be empty, or {}), and answers what f, the call, answers.
+func (h *handler) byID(w http.ResponseWriter, r *http.Request, c *call, body any, f func(engine.KeyID) (int, any, error)) (int, any, error) {
 	id, err := pathID(r, c)
 	if err != nil {
 		return 0, nil, err
@@ -190,27 +186,40 @@ func (h *handler) byID(w http.ResponseWriter, r *http.Request, c *call, body any
 	if err := decode(w, r, body, optional); err != nil {
 		return 0, nil, err
 	}
-	if err := f(id); err != nil {
-		return 0, nil, err
-	}
-	st, err := h.eng.StatusID(id)
-	return after(id, st, err)
+	return f(id)
+}
+
+// changeID is byID for f, a change of the key, answered with the key's
+// state after it.
+func (h *handler) changeID(w http.ResponseWriter, r *http.Request, c *call, body any, f func(engine.KeyID) error) (int, any, error) {
+	return h.byID(w, r, c, body, func(id engine.KeyID) (int, any, error) {
+		if err := f(id); err != nil {
+			return 0, nil, err
+		}
+		st, err := h.eng.StatusID(id)
+		return after(id, st, err)
+	})
+}
+
+// DELETE /keys/{id}
+func (h *handler) deleteID(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	return h.byID(w, r, c, nil, func(id engine.KeyID) (int, any, error) { return deleted(h.eng.DeleteID(r.Context(), id)) })
 }
 
 // POST /keys/{id}/revoke
 func (h *handler) revokeID(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	return h.byID(w, r, c, nil, func(id engine.KeyID) error { return h.eng.RevokeID(r.Context(), id) })
+	return h.changeID(w, r, c, nil, func(id engine.KeyID) error { return h.eng.RevokeID(r.Context(), id) })
 }
 
 // POST /keys/{id}/reset
 func (h *handler) resetID(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	return h.byID(w, r, c, nil, func(id engine.KeyID) error { return h.eng.ResetID(r.Context(), id) })
+	return h.changeID(w, r, c, nil, func(id engine.KeyID) error { return h.eng.ResetID(r.Context(), id) })
 }
 
 // POST /keys/{id}/top-up
 func (h *handler) topUpID(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
 	var req amountReq
-	return h.byID(w, r, c, &req, func(id engine.KeyID) error {
+	return h.changeID(w, r, c, &req, func(id engine.KeyID) error {
 		n, err := amount(req.Amount)
 		if err != nil {
 			return err
@@ -237,149 +246,123 @@ func bodyKey(k *string, c *call) (string, engine.KeyID, error) {
 	return *k, id, nil
 }
 
-// byKey decodes a body that names a key, runs f, a change of that key, and
-// answers the key's state.
-func (h *handler) byKey(w http.ResponseWriter, r *http.Request, c *call, f func(key string) error) (int, any, error) {
-	var req keyReq
-	if err := decode(w, r, &req, false); err != nil {
+// byKey decodes the body of a call by key, a B that names the key, and
+// answers what f, the call on the key it names, answers.
+func byKey[B any, P interface {
+	*B
+	named() *string
+}](w http.ResponseWriter, r *http.Request, c *call, f func(req P, key string, id engine.KeyID) (int, any, error)) (int, any, error) {
+	req := P(new(B))
+	if err := decode(w, r, req, false); err != nil {
 		return 0, nil, err
 	}
-	key, id, err := bodyKey(req.Key, c)
+	key, id, err := bodyKey(req.named(), c)
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := f(key); err != nil {
-		return 0, nil, err
-	}
-	st, err := h.eng.Status(key)
-	return after(id, st, err)
+	return f(req, key, id)
+}
+
+// changeKey is byKey for f, a change of the key, answered with the key's
+// state after it.
+func changeKey[B any, P interface {
+	*B
+	named() *string
+}](h *handler, w http.ResponseWriter, r *http.Request, c *call, f func(req P, key string) error) (int, any, error) {
+	return byKey(w, r, c, func(req P, key string, id engine.KeyID) (int, any, error) {
+		if err := f(req, key); err != nil {
+			return 0, nil, err
+		}
+		st, err := h.eng.Status(key)
+		return after(id, st, err)
+	})
 }
 
 // POST /by-key/status
 func (h *handler) statusKey(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	var req keyReq
-	if err := decode(w, r, &req, false); err != nil {
-		return 0, nil, err
-	}
-	key, id, err := bodyKey(req.Key, c)
-	if err != nil {
-		return 0, nil, err
-	}
-	st, err := h.eng.Status(key)
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusOK, keyOf(id, st), nil
+	return byKey(w, r, c, func(_ *keyReq, key string, id engine.KeyID) (int, any, error) {
+		st, err := h.eng.Status(key)
+		return state(id, st, err)
+	})
 }
 
 // POST /by-key/revoke
 func (h *handler) revokeKey(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	return h.byKey(w, r, c, func(key string) error { return h.eng.Revoke(r.Context(), key) })
+	return changeKey(h, w, r, c, func(_ *keyReq, key string) error { return h.eng.Revoke(r.Context(), key) })
 }
 
 // POST /by-key/reset
 func (h *handler) resetKey(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	return h.byKey(w, r, c, func(key string) error { return h.eng.Reset(r.Context(), key) })
+	return changeKey(h, w, r, c, func(_ *keyReq, key string) error { return h.eng.Reset(r.Context(), key) })
 }
 
 // POST /by-key/delete
 func (h *handler) deleteKey(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	var req keyReq
-	if err := decode(w, r, &req, false); err != nil {
-		return 0, nil, err
-	}
-	key, _, err := bodyKey(req.Key, c)
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := h.eng.Delete(r.Context(), key); err != nil {
-		return 0, nil, err
-	}
-	return http.StatusNoContent, nil, nil
+	return byKey(w, r, c, func(_ *keyReq, key string, _ engine.KeyID) (int, any, error) {
+		return deleted(h.eng.Delete(r.Context(), key))
+	})
 }
 
 // POST /by-key/top-up
 func (h *handler) topUpKey(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	var req topUpReq
-	if err := decode(w, r, &req, false); err != nil {
-		return 0, nil, err
-	}
-	key, id, err := bodyKey(req.Key, c)
-	if err != nil {
-		return 0, nil, err
-	}
-	n, err := amount(req.Amount)
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := h.eng.TopUp(r.Context(), key, n); err != nil {
-		return 0, nil, err
-	}
-	st, err := h.eng.Status(key)
-	return after(id, st, err)
+	return changeKey(h, w, r, c, func(req *topUpReq, key string) error {
+		n, err := amount(req.Amount)
+		if err != nil {
+			return err
+		}
+		return h.eng.TopUp(r.Context(), key, n)
+	})
 }
 
 // POST /by-key/set-limits
 func (h *handler) setLimits(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	var req setLimitsReq
-	if err := decode(w, r, &req, false); err != nil {
-		return 0, nil, err
-	}
-	key, id, err := bodyKey(req.Key, c)
-	if err != nil {
-		return 0, nil, err
-	}
-	limits, err := toLimits(req.Limits)
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := h.eng.SetLimits(r.Context(), key, limits...); err != nil {
-		return 0, nil, err
-	}
-	st, err := h.eng.Status(key)
-	return after(id, st, err)
+	return changeKey(h, w, r, c, func(req *setLimitsReq, key string) error {
+		limits, err := toLimits(req.Limits)
+		if err != nil {
+			return err
+		}
+		return h.eng.SetLimits(r.Context(), key, limits...)
+	})
 }
 
 // POST /by-key/rotate: the new key, given or generated, takes over.
 func (h *handler) rotate(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	var req rotateReq
-	if err := decode(w, r, &req, false); err != nil {
-		return 0, nil, err
-	}
-	old, oldID, err := bodyKey(req.Key, c)
-	if err != nil {
-		return 0, nil, err
-	}
-	generated := req.NewKey == nil
-	newKey := newKeyOr(req.NewKey)
-	c.keys = append(c.keys, newKey)
-	var grace time.Duration
-	if req.Grace != nil {
-		if grace, err = time.ParseDuration(*req.Grace); err != nil {
-			return 0, nil, fmt.Errorf("%w: \"grace\" is not a duration such as \"1h\"", engine.ErrInvalidAmount)
+	return byKey(w, r, c, func(req *rotateReq, old string, oldID engine.KeyID) (int, any, error) {
+		generated := req.NewKey == nil
+		newKey, err := newKeyOr(req.NewKey)
+		if err != nil {
+			return 0, nil, err
 		}
-	}
-	if err := h.eng.Rotate(r.Context(), old, newKey, grace); err != nil {
-		return 0, nil, err
-	}
-	id := engine.IDOf(newKey)
-	st, err := h.eng.Status(newKey)
-	if err != nil {
-		st = engine.Status{}
-	}
-	out := keyOf(id, st)
-	out.RotatedFrom = idHex(oldID)
-	if generated {
-		out.Key = newKey // the only time the raw key is shown
-	}
-	c.id = idHex(oldID) + "->" + out.ID
-	w.Header().Set("Location", "../keys/"+out.ID)
-	return http.StatusCreated, out, nil
+		c.keys = append(c.keys, newKey)
+		var grace time.Duration
+		if req.Grace != nil {
+			if grace, err = time.ParseDuration(*req.Grace); err != nil {
+				return 0, nil, fmt.Errorf("%w: \"grace\" is not a duration such as \"1h\"", engine.ErrInvalidAmount)
+			}
+		}
+		if err := h.eng.Rotate(r.Context(), old, newKey, grace); err != nil {
+			return 0, nil, err
+		}
+		id := engine.IDOf(newKey)
+		st, err := h.eng.Status(newKey)
+		if err != nil {
+			st = engine.Status{}
+		}
+		out := keyOf(id, st)
+		out.RotatedFrom = idHex(oldID)
+		if generated {
+			out.Key = newKey // the only time the raw key is shown
+		}
+		c.id = idHex(oldID) + "->" + out.ID
+		w.Header().Set("Location", "../keys/"+out.ID)
+		return http.StatusCreated, out, nil
+	})
 }
 
-func newKeyOr(k *string) string {
+// newKeyOr returns *k, or without k a generated key.
+func newKeyOr(k *string) (string, error) {
 	if k != nil {
-		return *k
+		return *k, nil
 	}
 	return newKey()
 }

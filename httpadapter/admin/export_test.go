@@ -13,7 +13,13 @@ func Routes() []Route {
 }
 
 // NewKey is the key generator of register and rotate.
-var NewKey = newKey
+func NewKey() string {
+	k, err := newKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
 
 // Codes returns every problem code the handler may answer.
 func Codes() []string {

@@ -273,6 +273,9 @@ type (
 		Key    *string     `json:"key"`
 		Limits []limitJSON `json:"limits"`
 	}
+	// keyReq is a body that names a key; so are the bodies of the other
+	// calls by key (not by embedding keyReq: encoding/json would name its
+	// members after it in its errors).
 	keyReq struct {
 		Key *string `json:"key"`
 	}
@@ -294,6 +297,12 @@ type (
 	}
 	noBody struct{}
 )
+
+// named returns the key a body names (nil if none), for byKey.
+func (b *keyReq) named() *string       { return b.Key }
+func (b *topUpReq) named() *string     { return b.Key }
+func (b *setLimitsReq) named() *string { return b.Key }
+func (b *rotateReq) named() *string    { return b.Key }
 
 // decode reads r's JSON body into v: at most MaxBody bytes (413 beyond),
 // a media type of application/json or */*+json (415 otherwise), one JSON

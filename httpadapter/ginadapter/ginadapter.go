@@ -15,6 +15,14 @@
 // status only recorded with c.Writer.WriteHeader is never sent by Gin, and
 // does not count. The middleware wraps c.Writer, to see the hijack, while
 // the rest of the chain runs.
+//
+// The hooks work as in package httpadapter: a handler reads its decision
+// with httpadapter.DecisionFrom(c.Request.Context()), for c.Request is a
+// shallow copy of the request whose context carries it (the middleware
+// puts the original back once the chain has run, as it does c.Writer); a
+// WithDenyHandler function writes to c.Writer, and the request is aborted
+// after it; a request exempted by WithSkip goes down the chain untouched;
+// WithShadow lets the requests a limit denies go down the chain.
 package ginadapter
 
 import (
@@ -35,22 +43,27 @@ import (
 func Middleware(eng *engine.Engine, opts ...httpadapter.Option) gin.HandlerFunc {
 	g := core.New(eng, opts...)
 	return func(c *gin.Context) {
-		t, ok := g.Begin(c.Writer, c.Request)
+		if g.Skip(c.Request) {
+			return // the chain goes on, untouched
+		}
+		q, req, ok := core.Begin[writer](g, c.Writer, c.Request)
 		if !ok {
-			// Begin has written the problem response, like
-			// c.AbortWithStatusJSON would, with its own content type.
+			// Begin has written the refusal, like c.AbortWithStatusJSON
+			// would, with its own content type.
 			c.Abort()
 			return
 		}
-		w := &writer{ResponseWriter: c.Writer}
-		c.Writer = w
+		w := &q.A
+		w.ResponseWriter = c.Writer
+		orig := c.Request
+		c.Writer, c.Request = w, req
 		panicked := true
 		defer func() {
-			c.Writer = w.ResponseWriter
+			c.Writer, c.Request = w.ResponseWriter, orig
 			if w.hijacked {
-				t.Finish(w.sent, true, panicked)
+				q.Finish(w.sent, true, panicked)
 			} else {
-				t.Finish(w.Status(), false, panicked)
+				q.Finish(w.Status(), false, panicked)
 			}
 		}()
 		c.Next()

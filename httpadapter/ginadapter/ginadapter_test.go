@@ -41,21 +41,26 @@ func TestMiddleware(t *testing.T) {
 // The middleware wraps c.Writer to see hijacks: the wrapper keeps Gin's
 // writer working (status, size, http.ResponseController through Unwrap),
 // and middleware outside it gets its own writer back once the chain has
-// run.
+// run. The same goes for c.Request, replaced by a copy whose context
+// carries the decision.
 func TestWriterWrapper(t *testing.T) {
 	eng := adaptertest.NewEngine(t)
 	require.NoError(t, eng.Register(context.Background(), "key", engine.Credits(10)))
 	var outerBefore, outerAfter gin.ResponseWriter
+	var reqBefore, reqAfter, inner *http.Request
+	var decided bool
 	var deadlineErr error
 	var status, size int
 	r := gin.New()
 	r.Use(func(c *gin.Context) {
-		outerBefore = c.Writer
+		outerBefore, reqBefore = c.Writer, c.Request
 		c.Next()
-		outerAfter = c.Writer
+		outerAfter, reqAfter = c.Writer, c.Request
 		status, size = c.Writer.Status(), c.Writer.Size()
 	}, ginadapter.Middleware(eng))
 	r.GET("/", func(c *gin.Context) {
+		inner = c.Request
+		_, _, decided = httpadapter.DecisionFrom(c.Request.Context())
 		deadlineErr = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(24 * time.Hour)) // never reached
 		c.String(http.StatusAccepted, "accepted")
 	})
@@ -73,6 +78,9 @@ func TestWriterWrapper(t *testing.T) {
 	assert.Equal(t, "accepted", string(body))
 	assert.NoError(t, deadlineErr, "deadlines reach the connection through Unwrap")
 	assert.Same(t, outerBefore, outerAfter, "the outer middleware gets its writer back")
+	assert.Same(t, reqBefore, reqAfter, "and its request")
+	assert.NotSame(t, reqBefore, inner, "the handlers get a copy of the request")
+	assert.True(t, decided, "whose context carries the decision")
 	assert.Equal(t, http.StatusAccepted, status)
 	assert.Equal(t, len("accepted"), size)
 }

@@ -66,6 +66,11 @@ var cases = []struct {
 	{"Cost", testCost},
 	{"EngineFailure", testEngineFailure},
 	{"NilEngine", testNilEngine},
+	{"DecisionFrom", testDecisionFrom},
+	{"Shadow", testShadow},
+	{"DenyHandler", testDenyHandler},
+	{"Skip", testSkip},
+	{"HeaderControl", testHeaderControl},
 }
 
 // Clock is a settable clock, safe for concurrent use.

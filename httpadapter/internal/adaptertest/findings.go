@@ -2,6 +2,7 @@ package adaptertest
 
 import (
 	"net/http"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -46,22 +47,22 @@ func testRefundAcrossWindows(t *testing.T, mk New) {
 }
 
 // Issue 9, finding 11: the RateLimit field of each response carries its own
-// decision's r, not a second read's. With many requests in parallel on one
+// decision's r, not a second read's. With 64 requests in parallel on one
 // key, each grant leaves a different balance, so the r values of all the
-// admitted responses are exactly 0 .. quota-1, each once.
+// admitted responses are exactly 0 .. quota-1, each once; and each is the
+// Remaining of the Decision the request's handler got from DecisionFrom
+// (which the app answers as its body).
 func testFieldsMatchDecision(t *testing.T, mk New) {
-	const goroutines, each = 16, 250
+	const goroutines, each = 64, 60
 	const quota = goroutines * each
 	eng := NewEngine(t)
 	register(t, eng, "key", engine.Credits(quota))
-	h := mk(eng, &ok{})
+	h := mk(eng, &decisionApp{})
 	var mu sync.Mutex
 	seen := make(map[int64]int, quota)
 	var wg sync.WaitGroup
 	for range goroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for range each {
 				rec := serve(h, get("key", "/"))
 				if rec.Code != http.StatusOK {
@@ -69,11 +70,15 @@ func testFieldsMatchDecision(t *testing.T, mk New) {
 					return
 				}
 				_, items := CheckFields(t, rec.Header())
+				r := items[0].Params["r"]
+				if body := rec.Body.String(); body != strconv.FormatInt(r, 10) {
+					t.Errorf("RateLimit r=%d, the handler's Decision.Remaining %s", r, body)
+				}
 				mu.Lock()
-				seen[items[0].Params["r"]]++
+				seen[r]++
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	require.Len(t, seen, quota, "every response's r is its own")

@@ -7,6 +7,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -40,6 +41,16 @@ type Config struct {
 	// KeyChecksum refuses a key that fails engine.CheckKey before the
 	// engine is asked.
 	KeyChecksum bool
+	// Skip, if set, exempts the requests for which it returns true: they
+	// go to the handler untouched, without a key, and count nowhere.
+	Skip func(*http.Request) bool
+	// Shadow lets the requests a limit denies (Exhausted) through, as if
+	// granted, and counts them with engine.Engine.CountShadowDenied.
+	Shadow bool
+	// Deny, if set, answers every refusal instead of the problem bodies.
+	Deny func(w http.ResponseWriter, r *http.Request, status int, d engine.Decision, err error)
+	// NoRateLimit leaves out the RateLimit and RateLimit-Policy fields.
+	NoRateLimit bool
 }
 
 // Guard runs the middleware's logic for one engine and configuration. It is
@@ -53,7 +64,11 @@ type Guard struct {
 	legacy    bool
 	clock     func() time.Time
 	refundIf  func(int) bool
-	checksum  bool   // refuse keys that fail engine.CheckKey
+	checksum  bool // refuse keys that fail engine.CheckKey
+	skip      func(*http.Request) bool
+	shadow    bool
+	deny      func(http.ResponseWriter, *http.Request, int, engine.Decision, error)
+	rateLimit bool   // set the RateLimit and RateLimit-Policy fields
 	challenge string // WWW-Authenticate for a missing key
 	invalid   string // WWW-Authenticate for a bad key
 	ambiguous string // WWW-Authenticate for several different keys
@@ -70,15 +85,19 @@ func New[O ~func(*Config)](eng *engine.Engine, opts ...O) *Guard {
 		}
 	}
 	g := &Guard{
-		eng:      eng,
-		keyFunc:  c.KeyFunc,
-		queryKey: c.QueryKey,
-		cost:     c.Cost,
-		failOpen: c.FailOpen,
-		legacy:   c.Legacy,
-		clock:    c.Clock,
-		refundIf: c.RefundIf,
-		checksum: c.KeyChecksum,
+		eng:       eng,
+		keyFunc:   c.KeyFunc,
+		queryKey:  c.QueryKey,
+		cost:      c.Cost,
+		failOpen:  c.FailOpen,
+		legacy:    c.Legacy,
+		clock:     c.Clock,
+		refundIf:  c.RefundIf,
+		checksum:  c.KeyChecksum,
+		skip:      c.Skip,
+		shadow:    c.Shadow,
+		deny:      c.Deny,
+		rateLimit: !c.NoRateLimit,
 	}
 	if g.clock == nil {
 		g.clock = time.Now
@@ -117,33 +136,53 @@ func quote(s string) string {
 	return b.String()
 }
 
-// Ticket is an admitted request: Finish ends it. The zero Ticket (a request
-// let through by fail-open) has a Finish that does nothing.
+// Ticket is a request let through to the handler: Finish ends it. The
+// Ticket of a request let through by fail-open has no Guard, and a Finish
+// that does nothing.
 type Ticket struct {
 	g   *Guard
 	key string
-	d   engine.Decision // the grant
+	d   engine.Decision // a grant, or with Shadow an Exhausted denial
 	adm engine.Admission
+	// vals backs the header values of the rate-limit fields, and ctx is
+	// the request's context that carries the Ticket (FromContext): both
+	// live in the adapter's one allocation per request.
+	vals [2]string
+	ctx  decisionCtx
 }
 
-// Finish ends an admitted request, once its handler has returned or
+// Request is a request let through to the handler: its Ticket and A, the
+// adapter's own state (its response writer), in one allocation.
+type Request[A any] struct {
+	Ticket
+	A A
+	// req is the request passed on: a shallow copy of the incoming one,
+	// with its context, made by r.WithContext, copied in here so that its
+	// own allocation does not escape.
+	req http.Request
+}
+
+// Finish ends a request let through, once its handler has returned or
 // panicked. For a handler that kept the connection, status is the final
 // status it answered (200 if it wrote none). For a handler that hijacked the
 // connection, hijacked is true and status is the final status sent to the
 // connection before the hijack, or 0 if none was.
 //
-// Finish refunds the request's units if the refund predicate accepts the
-// status; a panic counts as 500, unless the connection was hijacked: what
-// the client got after a hijack is unknown, so only a status sent before it
-// counts, and without one the units stay spent. Then Finish marks the
-// request done for RevokeAndWait. Call it once, deferred, and let a panic go
-// on unwinding: Finish does not recover it.
+// Finish refunds the request's units if they were granted and the refund
+// predicate accepts the status; a panic counts as 500, unless the
+// connection was hijacked: what the client got after a hijack is unknown,
+// so only a status sent before it counts, and without one the units stay
+// spent. Then Finish marks the request done for RevokeAndWait. Call it
+// once, deferred, and let a panic go on unwinding: Finish does not recover
+// it.
 func (t *Ticket) Finish(status int, hijacked, panicked bool) {
 	if t.g == nil {
 		return
 	}
 	defer t.adm.Done()
 	switch {
+	case !t.d.Allowed:
+		return // a shadow denial: nothing was granted
 	case hijacked:
 		if status == 0 {
 			return
@@ -157,79 +196,135 @@ func (t *Ticket) Finish(status int, hijacked, panicked bool) {
 	}
 }
 
-// Begin decides on r. If the request may go on to the handler, Begin has set
-// the RateLimit fields on w's header and returns true; the caller runs the
-// handler and then calls the Ticket's Finish. Otherwise Begin has written
-// the refusal to w (status, fields and problem body) and returns false: the
+// Skip reports whether r is exempt: the adapter passes it on to the
+// handler as it is, without calling Begin.
+func (g *Guard) Skip(r *http.Request) bool { return g.skip != nil && g.skip(r) }
+
+// Begin decides on r. If the request may go on to the handler, Begin has
+// set the rate-limit fields on w's header and returns the Request, with
+// the adapter's A zero, and the request to pass on, whose context carries
+// the decision (FromContext); the caller runs the handler and then calls
+// Finish. Otherwise Begin has written the refusal to w (status, fields and
+// problem body, or whatever the Deny function wrote) and returns false: the
 // handler must not run.
-func (g *Guard) Begin(w http.ResponseWriter, r *http.Request) (Ticket, bool) {
+func Begin[A any](g *Guard, w http.ResponseWriter, r *http.Request) (*Request[A], *http.Request, bool) {
 	if g.eng == nil {
 		if g.failOpen {
-			return Ticket{}, true
+			return new(Request[A]), r, true
 		}
-		writeBody(w, http.StatusServiceUnavailable, bodyUnavailable)
-		return Ticket{}, false
+		g.refuse(w, r, http.StatusServiceUnavailable, "", bodyUnavailable, nil, errNoEngine)
+		return nil, nil, false
 	}
 	key, err := g.key(r)
 	if err != nil {
 		switch err {
 		case ErrAmbiguousKey:
-			g.challengeWith(w, http.StatusBadRequest, g.ambiguous, bodyAmbiguousKey)
+			g.refuse(w, r, http.StatusBadRequest, g.ambiguous, bodyAmbiguousKey, nil, err)
 		case ErrEmptyKey:
-			g.unauthorized(w, g.invalid, bodyEmptyKey)
+			g.refuse(w, r, http.StatusUnauthorized, g.invalid, bodyEmptyKey, nil, err)
 		default:
-			g.unauthorized(w, g.invalid, bodyBadCredentials)
+			g.refuse(w, r, http.StatusUnauthorized, g.invalid, bodyBadCredentials, nil, err)
 		}
-		return Ticket{}, false
+		return nil, nil, false
 	}
 	if key == "" {
-		g.unauthorized(w, g.challenge, bodyMissingKey)
-		return Ticket{}, false
+		g.refuse(w, r, http.StatusUnauthorized, g.challenge, bodyMissingKey, nil, ErrMissingKey)
+		return nil, nil, false
 	}
-	if g.checksum && engine.CheckKey(key) != nil {
-		// A mistyped or made-up key: refused before any lookup, and
-		// before the cost is computed.
-		g.unauthorized(w, g.invalid, bodyBadChecksum)
-		return Ticket{}, false
+	if g.checksum {
+		if err := engine.CheckKey(key); err != nil {
+			// A mistyped or made-up key: refused before any lookup, and
+			// before the cost is computed.
+			g.refuse(w, r, http.StatusUnauthorized, g.invalid, bodyBadChecksum, nil, err)
+			return nil, nil, false
+		}
 	}
 	n := int64(1)
 	if g.cost != nil {
 		if n = g.cost(r); n < 1 {
-			writeBody(w, http.StatusInternalServerError, bodyBadCost)
-			return Ticket{}, false
+			g.refuse(w, r, http.StatusInternalServerError, "", bodyBadCost, nil, errBadCost)
+			return nil, nil, false
 		}
 	}
 	d, adm, err := g.eng.Admit(r.Context(), key, n)
 	if err != nil {
 		switch {
 		case errors.Is(err, engine.ErrInvalidKey):
-			g.unauthorized(w, g.invalid, bodyBadKey)
+			g.refuse(w, r, http.StatusUnauthorized, g.invalid, bodyBadKey, nil, err)
 		case errors.Is(err, engine.ErrInvalidAmount):
-			writeBody(w, http.StatusInternalServerError, bodyBadCost)
+			g.refuse(w, r, http.StatusInternalServerError, "", bodyBadCost, nil, err)
 		case g.failOpen:
-			return Ticket{}, true
+			return new(Request[A]), r, true
 		default:
-			writeBody(w, http.StatusServiceUnavailable, bodyUnavailable)
+			g.refuse(w, r, http.StatusServiceUnavailable, "", bodyUnavailable, nil, err)
 		}
-		return Ticket{}, false
+		return nil, nil, false
 	}
 	switch d.Reason {
 	case engine.OK:
-		var buf [engine.MaxLimits]engine.LimitStatus
-		ls := g.limits(buf[:0], key, &d)
-		g.setFields(w.Header(), ls, &d)
-		return Ticket{g: g, key: key, d: d, adm: adm}, true
 	case engine.Exhausted:
-		var buf [engine.MaxLimits]engine.LimitStatus
-		ls := g.limits(buf[:0], key, &d)
-		g.setFields(w.Header(), ls, &d)
-		writeBody(w, http.StatusTooManyRequests, exceededBody(ls, n, &d))
+		if !g.shadow {
+			g.exhausted(w, r, key, n, &d)
+			return nil, nil, false
+		}
+		g.eng.CountShadowDenied(d)
 	case engine.Revoked:
-		g.unauthorized(w, g.invalid, bodyRevoked)
+		g.refuse(w, r, http.StatusUnauthorized, g.invalid, bodyRevoked, &d, nil)
+		return nil, nil, false
 	default:
-		g.unauthorized(w, g.invalid, bodyUnknownKey)
+		g.refuse(w, r, http.StatusUnauthorized, g.invalid, bodyUnknownKey, &d, nil)
+		return nil, nil, false
 	}
-	return Ticket{}, false
+	q := new(Request[A])
+	t := &q.Ticket
+	t.g, t.key, t.d, t.adm = g, key, d, adm
+	if g.rateLimit || g.legacy {
+		var buf [engine.MaxLimits]engine.LimitStatus
+		var ls []engine.LimitStatus
+		if g.rateLimit {
+			ls = g.limits(buf[:0], key, &d)
+		}
+		g.setFields(w.Header(), ls, &d, false, t.vals[:])
+	}
+	t.ctx = decisionCtx{Context: r.Context(), t: t}
+	q.req = *r.WithContext(&t.ctx)
+	return q, &q.req, true
+}
+
+// exhausted refuses a request a limit denied: 429, with the rate-limit
+// fields and Retry-After, and the quota-exceeded problem (or whatever the
+// Deny function writes).
+func (g *Guard) exhausted(w http.ResponseWriter, r *http.Request, key string, n int64, d *engine.Decision) {
+	var buf [engine.MaxLimits]engine.LimitStatus
+	var ls []engine.LimitStatus
+	if g.rateLimit || g.deny == nil {
+		ls = g.limits(buf[:0], key, d)
+	}
+	g.setFields(w.Header(), ls, d, true, nil)
+	if g.deny != nil {
+		g.deny(w, r, http.StatusTooManyRequests, *d, nil)
+		return
+	}
+	writeBody(w, http.StatusTooManyRequests, exceededBody(ls, n, d))
+}
+
+// refuse answers a refusal other than a 429: it sets the WWW-Authenticate
+// challenge, if any, then calls the Deny function with the status, the
+// decision (the zero Decision if d is nil) and err, or without one writes
+// the problem body.
+func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, status int, challenge string, body []byte, d *engine.Decision, err error) {
+	if challenge != "" {
+		w.Header()["Www-Authenticate"] = []string{challenge}
+	}
+	if g.deny == nil {
+		writeBody(w, status, body)
+		return
+	}
+	var dec engine.Decision
+	if d != nil {
+		dec = *d
+	}
+	g.deny(w, r, status, dec, err)
 }
 
 // limits appends the state of key's limits to dst for the RateLimit fields.
@@ -249,10 +344,20 @@ func (g *Guard) limits(dst []engine.LimitStatus, key string, d *engine.Decision)
 // middleware to guess.
 var ErrAmbiguousKey = errors.New("allot: the request carries several different API keys")
 
+// ErrMissingKey reports a request that carries no API key at all.
+var ErrMissingKey = errors.New("allot: the request carries no API key")
+
+// errBadCost reports a WithCost function that returned less than 1.
+var errBadCost = fmt.Errorf("%w: the request's cost, from the WithCost function, is below 1", engine.ErrInvalidAmount)
+
+// errNoEngine reports a middleware made without an engine: it answers as
+// for a closed one.
+var errNoEngine = fmt.Errorf("%w: the middleware has no engine", engine.ErrClosed)
+
 // ErrEmptyKey reports a request that sends an API key, in X-API-Key or as
 // Authorization: Bearer, that is empty or all white space, or an empty
 // WithQueryKey parameter (the default extraction only).
-var ErrEmptyKey = errors.New("allot: the API key is empty")
+var ErrEmptyKey = fmt.Errorf("%w: the API key is empty", engine.ErrInvalidKey)
 
 // key extracts the request's API key: "" if there is none. The default
 // extraction gathers every key the request carries, in any X-API-Key field
@@ -320,7 +425,7 @@ func bearer(a string) (string, bool) {
 }
 
 // errBadQuery reports a query whose key parameter is badly escaped.
-var errBadQuery = errors.New("allot: malformed api key query parameter")
+var errBadQuery = fmt.Errorf("%w: badly escaped in the query", engine.ErrInvalidKey)
 
 // addQuery adds every value of parameter name in the raw query q, decoded
 // as url.ParseQuery would, without parsing the whole query into a map. A
@@ -345,17 +450,6 @@ func (c *candidates) addQuery(q, name string) error {
 		c.add(v)
 	}
 	return nil
-}
-
-// unauthorized writes a 401 with the given challenge and body.
-func (g *Guard) unauthorized(w http.ResponseWriter, challenge string, body []byte) {
-	g.challengeWith(w, http.StatusUnauthorized, challenge, body)
-}
-
-// challengeWith writes status with the given challenge and body.
-func (g *Guard) challengeWith(w http.ResponseWriter, status int, challenge string, body []byte) {
-	w.Header()["Www-Authenticate"] = []string{challenge}
-	writeBody(w, status, body)
 }
 
 // writeBody writes a problem response.

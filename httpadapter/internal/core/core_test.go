@@ -227,3 +227,35 @@ func TestExceededBodyFallback(t *testing.T) {
 	assert.Contains(t, string(exceededBody(ls, 6, &d)), `"violated-policies":["credits","hour"]`)
 	assert.Contains(t, string(exceededBody(nil, 6, &d)), `"violated-policies":[]`)
 }
+
+// The context of a request let through carries its Ticket, passes every
+// other key and the cancellation on to its parent, and is read without an
+// allocation.
+func TestDecisionContext(t *testing.T) {
+	type key struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	tk := &Ticket{g: &Guard{}, d: engine.Decision{Allowed: true, Reason: engine.OK, Remaining: 7}}
+	tk.ctx = decisionCtx{Context: parent, t: tk}
+	var ctx context.Context = &tk.ctx
+	type other struct{}
+	child, stop := context.WithCancel(context.WithValue(ctx, other{}, 1))
+	defer stop()
+
+	d, _, ok := FromContext(child)
+	require.True(t, ok)
+	assert.Equal(t, int64(7), d.Remaining)
+	assert.Equal(t, "v", child.Value(key{}))
+	assert.Equal(t, "context.Background.WithValue(core.key, v).WithCancel.WithValue(allot decision)", tk.ctx.String())
+	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _, ok = FromContext(child) }))
+
+	cancel()
+	<-child.Done() // the parent's cancellation reaches the child
+	assert.ErrorIs(t, child.Err(), context.Canceled)
+
+	_, _, ok = FromContext(context.Background())
+	assert.False(t, ok)
+	fo := &Ticket{} // fail-open: no Guard
+	fo.ctx = decisionCtx{Context: context.Background(), t: fo}
+	_, _, ok = FromContext(&fo.ctx)
+	assert.False(t, ok)
+}

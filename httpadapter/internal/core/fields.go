@@ -122,28 +122,33 @@ const (
 	hReset      = "X-Ratelimit-Reset"
 )
 
+// maxFields is the number of rate-limit fields a response can get.
+const maxFields = 6
+
 // setFields sets the rate-limit fields of a response to a live key: the
-// RateLimit-Policy and RateLimit lists of ls, Retry-After for a denial that
-// waiting cures, and the legacy X-RateLimit-* fields if enabled. All values
-// are built in one buffer and stored as substrings of one string, with one
-// backing array for their slices: two allocations in all.
-func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Decision) {
+// RateLimit-Policy and RateLimit lists of ls, unless they are off,
+// Retry-After for a denial (refused) that waiting cures, and the legacy
+// X-RateLimit-* fields if enabled. All values are built in one buffer and
+// stored as substrings of one string, with vals as the backing array of
+// their slices if it is long enough (else one is made): one allocation, or
+// two, in all.
+func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Decision, refused bool, vals []string) {
 	var arr [768]byte
 	b := arr[:0]
-	var ends [6]int
-	var names [6]string
+	var ends [maxFields]int
+	var names [maxFields]string
 	k := 0
 	mark := func(name string) {
 		names[k], ends[k] = name, len(b)
 		k++
 	}
-	if len(ls) > 0 {
+	if g.rateLimit && len(ls) > 0 {
 		b = AppendPolicy(b, ls)
 		mark(hPolicy)
 		b = AppendRateLimit(b, ls)
 		mark(hRateLimit)
 	}
-	if !d.Allowed && d.RetryAfter > 0 {
+	if refused && d.RetryAfter > 0 {
 		b = appendInt(b, ceilSeconds(d.RetryAfter))
 		mark(hRetryAfter)
 	}
@@ -166,7 +171,9 @@ func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Deci
 		return
 	}
 	s := string(b)
-	vals := make([]string, k)
+	if len(vals) < k {
+		vals = make([]string, k)
+	}
 	start := 0
 	for i := range k {
 		vals[i] = s[start:ends[i]]
