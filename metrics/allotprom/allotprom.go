@@ -90,7 +90,7 @@ func WithConstLabels(labels prometheus.Labels) Option {
 type Collector struct {
 	eng *engine.Engine
 
-	decisions, units                    *prometheus.Desc
+	decisions, units, shadow            *prometheus.Desc
 	rounds, records, reservations, errs *prometheus.Desc
 	roundDuration, lastError            *prometheus.Desc
 	keys, inFlight                      *prometheus.Desc
@@ -119,6 +119,7 @@ func NewCollector(eng *engine.Engine, opts ...Option) prometheus.Collector {
 		eng:           eng,
 		decisions:     desc("decisions_total", "Consume and Admit calls that returned a decision, by reason (counted only with engine.WithCounting).", "reason"),
 		units:         desc("units_granted_total", "Units granted (counted only with engine.WithCounting)."),
+		shadow:        desc("shadow_denied_total", "Exhausted decisions let through in shadow mode (httpadapter.WithShadow); also counted in decisions_total{reason=\"exhausted\"} (counted only with engine.WithCounting)."),
 		rounds:        desc("store_rounds_total", "Store rounds (one synced Save each) that succeeded."),
 		records:       desc("store_records_total", "Records written by successful store rounds."),
 		reservations:  desc("store_reservations_total", "Lease reservations made durable by successful store rounds."),
@@ -132,7 +133,7 @@ func NewCollector(eng *engine.Engine, opts ...Option) prometheus.Collector {
 
 // Describe sends the descriptors of every metric the Collector exports.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range [...]*prometheus.Desc{c.decisions, c.units, c.rounds, c.records, c.reservations, c.errs, c.roundDuration, c.lastError, c.keys, c.inFlight} {
+	for _, d := range [...]*prometheus.Desc{c.decisions, c.units, c.shadow, c.rounds, c.records, c.reservations, c.errs, c.roundDuration, c.lastError, c.keys, c.inFlight} {
 		ch <- d
 	}
 }
@@ -159,6 +160,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.decisions, v, reasons[i])
 	}
 	counter(c.units, s.UnitsGranted)
+	counter(c.shadow, s.ShadowDenied)
 	counter(c.rounds, s.Rounds)
 	counter(c.records, s.Records)
 	counter(c.reservations, s.Reservations)

@@ -106,7 +106,8 @@ func TestKnownTraffic(t *testing.T) {
 		_, _ = eng.Consume(ctx, "c", 3) // 3 granted (9 units), 1 exhausted
 	}
 	for range 4 {
-		_, _ = eng.Consume(ctx, "m", 1) // 3 granted, 1 exhausted (the rate)
+		d, _ := eng.Consume(ctx, "m", 1) // 3 granted, 1 exhausted (the rate)
+		eng.CountShadowDenied(d)         // let through in shadow mode: the exhausted one only
 	}
 	_, _ = eng.Consume(ctx, "r", 1)    // revoked
 	_, _ = eng.Consume(ctx, "nope", 1) // unknown
@@ -135,6 +136,9 @@ allot_keys{state="recovered"} 0
 # HELP allot_requests_in_flight Requests admitted by Admit and not yet done.
 # TYPE allot_requests_in_flight gauge
 allot_requests_in_flight 1
+# HELP allot_shadow_denied_total Exhausted decisions let through in shadow mode (httpadapter.WithShadow); also counted in decisions_total{reason="exhausted"} (counted only with engine.WithCounting).
+# TYPE allot_shadow_denied_total counter
+allot_shadow_denied_total 1
 # HELP allot_store_rounds_total Store rounds (one synced Save each) that succeeded.
 # TYPE allot_store_rounds_total counter
 allot_store_rounds_total 0
@@ -249,7 +253,7 @@ allot_keys{state="recovered"} 0
 # HELP allot_store_rounds_total Store rounds (one synced Save each) that succeeded.
 # TYPE allot_store_rounds_total counter
 allot_store_rounds_total %d
-`, saved)), "allot_store_rounds_total"), "a closed engine is still collected; Close's last write is not a round")
+`, saved+1)), "allot_store_rounds_total"), "a closed engine is still collected; Close's last write is one more round")
 
 	// After a restart both keys are recovered until they are named.
 	eng = newEngine(t, engine.WithStore(st))
@@ -275,7 +279,7 @@ func TestPedanticRegistry(t *testing.T) {
 	require.ErrorAs(t, err, new(prometheus.AlreadyRegisteredError), "the same labels twice are refused")
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	require.Len(t, mfs, 10)
+	require.Len(t, mfs, 11)
 	for _, mf := range mfs {
 		require.True(t, strings.HasPrefix(mf.GetName(), "allot_"), mf.GetName())
 		if mf.GetType() == dto.MetricType_COUNTER {

@@ -57,6 +57,9 @@ func Example() {
 	// # HELP allot_requests_in_flight Requests admitted by Admit and not yet done.
 	// # TYPE allot_requests_in_flight gauge
 	// allot_requests_in_flight{engine="public"} 0
+	// # HELP allot_shadow_denied_total Exhausted decisions let through in shadow mode (httpadapter.WithShadow); also counted in decisions_total{reason="exhausted"} (counted only with engine.WithCounting).
+	// # TYPE allot_shadow_denied_total counter
+	// allot_shadow_denied_total{engine="public"} 0
 	// # HELP allot_store_errors_total Store rounds whose Save failed.
 	// # TYPE allot_store_errors_total counter
 	// allot_store_errors_total{engine="public"} 0
