@@ -85,7 +85,10 @@ const NegativeTTL = time.Second
 // For each limit i the engine holds, since its last reservation of the key,
 // the units between its own value and From[i]: it may grant them. The pool
 // gets back Base[i] - From[i] (units refunded since, or, with Release, every
-// unit not granted), then reserves up to Want[i] more. It answers Start[i],
+// unit not granted), then reserves up to Want[i] more. For Credits and
+// windows the engine asks for its chunk less what it still holds, so that
+// it never holds more than a chunk (LeaseOptions.MaxChunk): what a crash
+// of it may lose. It answers Start[i],
 // its state after the give-back and before the grant, and Hard[i], its state
 // after the grant. The engine then moves its value by Start[i] - From[i] and
 // may grant up to Hard[i]:
@@ -388,10 +391,31 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 			}
 			r.Want[i] = uint64(span)
 		} else {
-			r.Want[i] = uint64(chunk)
+			// The chunk less what this engine still holds, as in
+			// lease mode without a Pool: it never holds more than a
+			// chunk, which is what a crash may lose.
+			r.Want[i] = uint64(chunk - min(chunk, held(s, vals[i], r.From[i], now)))
 		}
 	}
 	return r, true
+}
+
+// held returns the units between value v and hard mark h of limit s
+// (Credits or a window) that the engine may still grant at now.
+func held(s *spec, v, h uint64, now int64) int64 {
+	if s.kind == KindCredits {
+		return int64(h - min(h, v))
+	}
+	if h == noLease {
+		return 0
+	}
+	l := s.lim()
+	vu, vt, _ := l.window(v, now)
+	hu, ht, _ := l.window(h, now)
+	if vt != ht {
+		return 0
+	}
+	return max(hu-vu, 0)
 }
 
 // applyReservation moves ent to the pool's answer r to a request sent at

@@ -1,7 +1,8 @@
 // Package redistest starts a real redis-server for tests: on 127.0.0.1, a
 // free port, a directory of the test's own, append-only persistence, and
-// stops it when the test ends. Without redis-server on the PATH a test
-// skips, and under CI=true it fails: CI installs it.
+// stops it when the test ends; StartCluster starts a Redis Cluster of such
+// servers. Without redis-server (or, for a cluster, redis-cli) on the PATH
+// a test skips, and under CI=true it fails: CI installs them.
 package redistest
 
 import (
@@ -42,13 +43,7 @@ const (
 // Start starts a redis-server with appendonly yes and the given fsync.
 func Start(t testing.TB, fsync Fsync, extra ...string) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server not found (CI installs the Debian package redis-server): %v", err)
-		}
-		t.Skipf("redis-server not found: %v", err)
-	}
+	need(t, "redis-server")
 	dir := t.TempDir()
 	port, err := freePort()
 	if err != nil {
@@ -58,10 +53,20 @@ func Start(t testing.TB, fsync Fsync, extra ...string) *Server {
 	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "yes", "--appendfsync", string(fsync), "--dir", dir,
 		"--protected-mode", "no", "--loglevel", "warning"}, extra...)
-	_ = bin
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// need skips the test, or under CI=true fails it, without bin on the PATH.
+func need(t testing.TB, bin string) {
+	t.Helper()
+	if _, err := exec.LookPath(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found (CI installs the Debian package redis-server): %v", bin, err)
+		}
+		t.Skipf("%s not found: %v", bin, err)
+	}
 }
 
 func freePort() (int, error) {
@@ -157,3 +162,64 @@ func (s *Server) Info(ctx context.Context, c *redis.Client, field string) string
 
 // String describes the server.
 func (s *Server) String() string { return fmt.Sprintf("redis-server %s (%s)", s.Addr, s.Dir) }
+
+// Cluster is a Redis Cluster of masters without replicas, run by a test.
+type Cluster struct {
+	Nodes []*Server
+	t     testing.TB
+}
+
+// StartCluster starts n redis-servers (as Start does, with the given fsync)
+// with cluster mode on, joins them into one cluster with
+// redis-cli --cluster create (the slots shared out evenly, no replicas),
+// and waits until every node reports cluster_state:ok.
+func StartCluster(t testing.TB, n int, fsync Fsync) *Cluster {
+	t.Helper()
+	need(t, "redis-cli")
+	cl := &Cluster{t: t}
+	args := []string{"--cluster", "create"}
+	for range n {
+		s := Start(t, fsync, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "5000")
+		cl.Nodes = append(cl.Nodes, s)
+		args = append(args, s.Addr)
+	}
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range cl.Nodes {
+		c := redis.NewClient(&redis.Options{Addr: s.Addr})
+		for {
+			txt, err := c.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(txt, "cluster_state:ok") && strings.Contains(txt, "cluster_slots_ok:16384") {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.Close()
+				t.Fatalf("cluster node %s not ready within 30s: %q %v", s.Addr, txt, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		c.Close()
+	}
+	return cl
+}
+
+// Addrs returns the nodes' addresses.
+func (cl *Cluster) Addrs() []string {
+	as := make([]string, len(cl.Nodes))
+	for i, s := range cl.Nodes {
+		as[i] = s.Addr
+	}
+	return as
+}
+
+// Client returns a cluster client of the cluster, closed when the test
+// ends.
+func (cl *Cluster) Client() *redis.ClusterClient {
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	cl.t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -1,15 +1,9 @@
 package redisstore_test
 
 import (
-	"bufio"
-	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,25 +13,44 @@ import (
 )
 
 // The child processes of the tests below run this test binary again, with
-// ALLOT_REDIS_CHILD set: TestMain sends them to child.
+// ALLOT_REDIS_CHILD set: TestMain sends them to streamChild or
+// revokeChild.
 func TestMain(m *testing.M) {
-	if os.Getenv("ALLOT_REDIS_CHILD") != "" {
-		os.Exit(child())
+	switch os.Getenv("ALLOT_REDIS_CHILD") {
+	case "":
+		os.Exit(m.Run())
+	case "revoke":
+		os.Exit(revokeChild())
+	default:
+		os.Exit(streamChild())
 	}
-	os.Exit(m.Run())
 }
 
-// child is one process sharing a key: it opens an engine on Redis
-// (ALLOT_ADDR), says "ready", waits for a line on stdin, consumes
-// ALLOT_KEY one unit at a time from 16 goroutines (until denied, or for
-// ALLOT_FOR with the real clock), prints "granted N" and closes.
-func child() int {
-	c := redis.NewClient(&redis.Options{Addr: os.Getenv("ALLOT_ADDR")})
-	defer c.Close()
-	st, err := redisstore.New(ctx, c)
+// childEngine opens a child's engine on Redis, from its environment:
+// ALLOT_ADDR the server, ALLOT_NOW a fixed clock (ns), ALLOT_CHUNK the
+// largest chunk, ALLOT_LEASE the store's lease, ALLOT_DIAL_ONCE a client
+// that dials once per attempt (go-redis's default dials 5 times, 100 ms
+// apart, in each of its 4 attempts: 1.7 s before a command fails on a
+// Redis that is down). The engine and the client are closed by closeAll.
+func childEngine() (eng *engine.Engine, c *redis.Client, closeAll func() error, err error) {
+	o := &redis.Options{Addr: os.Getenv("ALLOT_ADDR")}
+	if os.Getenv("ALLOT_DIAL_ONCE") != "" {
+		o.DialerRetries = 1
+	}
+	c = redis.NewClient(o)
+	var sopts []redisstore.Option
+	if s := os.Getenv("ALLOT_LEASE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			c.Close()
+			return nil, nil, nil, err
+		}
+		sopts = append(sopts, redisstore.WithLease(d))
+	}
+	st, err := redisstore.New(ctx, c, sopts...)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		c.Close()
+		return nil, nil, nil, err
 	}
 	opts := []engine.Option{engine.WithStore(st)}
 	if s := os.Getenv("ALLOT_NOW"); s != "" {
@@ -48,114 +61,23 @@ func child() int {
 		n, _ := strconv.ParseInt(s, 10, 64)
 		opts = append(opts, engine.WithLease(engine.LeaseOptions{MinChunk: min(8, n), MaxChunk: n}))
 	}
-	eng, err := engine.New(opts...)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	if eng, err = engine.New(opts...); err != nil {
+		c.Close()
+		return nil, nil, nil, err
 	}
-	key := os.Getenv("ALLOT_KEY")
-	var dur time.Duration
-	if s := os.Getenv("ALLOT_FOR"); s != "" {
-		dur, _ = time.ParseDuration(s)
-	}
-	fmt.Println("ready")
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		return 1
-	}
-	var granted, failed atomic.Int64
-	end := time.Now().Add(dur)
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for dur == 0 || time.Now().Before(end) {
-				d, err := eng.Consume(ctx, key, 1)
-				if err != nil {
-					failed.Add(1)
-					fmt.Fprintln(os.Stderr, err)
-					return
-				}
-				if d.Allowed {
-					granted.Add(1)
-				} else if dur == 0 {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	fmt.Printf("granted %d\n", granted.Load())
-	if err := eng.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if failed.Load() > 0 {
-		return 1
-	}
-	return 0
+	return eng, c, func() error { defer c.Close(); return eng.Close() }, nil
 }
 
-// proc is a running child.
-type proc struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	out  *bufio.Reader
-	errb *strings.Builder
-}
-
-// startChildren starts n children with the given environment and waits
-// until each is ready.
-func startChildren(t *testing.T, n int, env ...string) []*proc {
-	t.Helper()
-	ps := make([]*proc, n)
-	for i := range ps {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), append([]string{"ALLOT_REDIS_CHILD=1"}, env...)...)
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := &proc{cmd: cmd, in: in, out: bufio.NewReader(out), errb: &strings.Builder{}}
-		cmd.Stderr = p.errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		ps[i] = p
-	}
-	for _, p := range ps {
-		if l, err := p.out.ReadString('\n'); err != nil || l != "ready\n" {
-			t.Fatalf("child: %q %v\n%s", l, err, p.errb)
-		}
-	}
-	return ps
-}
-
-// run starts every child at once and returns the units each granted.
-func run(t *testing.T, ps []*proc) []int64 {
+// run starts every child at once, waits for them to end and returns the
+// units each granted.
+func run(t *testing.T, ps []*sproc) []int64 {
 	t.Helper()
 	for _, p := range ps {
-		if _, err := io.WriteString(p.in, "go\n"); err != nil {
-			t.Fatal(err)
-		}
+		p.start(t)
 	}
 	got := make([]int64, len(ps))
 	for i, p := range ps {
-		l, err := p.out.ReadString('\n')
-		if err != nil {
-			t.Fatalf("child %d: %v\n%s", i, err, p.errb)
-		}
-		if _, err := fmt.Sscanf(l, "granted %d", &got[i]); err != nil {
-			t.Fatalf("child %d said %q", i, l)
-		}
-		if err := p.cmd.Wait(); err != nil {
-			t.Fatalf("child %d: %v\n%s", i, err, p.errb)
-		}
+		got[i] = p.finish(t)[0]
 	}
 	return got
 }
@@ -181,8 +103,7 @@ func TestProcessesShareOneQuota(t *testing.T) {
 			if err := eng.Register(ctx, key, tc.limits...); err != nil {
 				t.Fatal(err)
 			}
-			ps := startChildren(t, 4, addr, now, "ALLOT_KEY="+key, "ALLOT_CHUNK="+strconv.Itoa(chunk))
-			got := run(t, ps)
+			got := run(t, startStream(t, 4, "stream", addr, now, "ALLOT_KEY="+key, "ALLOT_CHUNK="+strconv.Itoa(chunk)))
 			total := sum(got)
 			lo := tc.q
 			if len(tc.limits) > 1 {
@@ -199,7 +120,7 @@ func TestProcessesShareOneQuota(t *testing.T) {
 		if err := eng.Register(ctx, "proc-rate", engine.Rate(rate, time.Second, burst)); err != nil {
 			t.Fatal(err)
 		}
-		ps := startChildren(t, 4, addr, "ALLOT_KEY=proc-rate", "ALLOT_FOR=500ms", "ALLOT_CHUNK="+strconv.Itoa(chunk))
+		ps := startStream(t, 4, "stream", addr, "ALLOT_KEY=proc-rate", "ALLOT_FOR=500ms", "ALLOT_CHUNK="+strconv.Itoa(chunk))
 		start := time.Now()
 		got := run(t, ps)
 		elapsed := time.Since(start)

@@ -47,8 +47,8 @@
 // What Redis loses, the guarantee loses with it. With appendonly yes and
 // appendfsync always, a Redis killed with SIGKILL loses no acknowledged
 // reservation, so there is no over-grant. With appendfsync everysec the
-// reservations of about the last second may be lost, and re-granted after
-// the restart. Without persistence a restart is empty: New refuses a Redis
+// reservations of about the last second (up to two while a sync is slow)
+// may be lost, and re-granted after the restart. Without persistence a restart is empty: New refuses a Redis
 // without the marker Initialize writes, and a running Store that finds the
 // marker gone (Redis came back empty) refuses to serve, and logs it, until
 // an operator restores the data or initializes Redis again and restarts

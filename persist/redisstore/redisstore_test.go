@@ -34,7 +34,13 @@ func newRedis(t *testing.T) (*redistest.Server, *redis.Client) {
 // "processes" sharing Redis.
 func newEngine(t *testing.T, c redis.UniversalClient, opts ...engine.Option) *engine.Engine {
 	t.Helper()
-	st, err := redisstore.New(ctx, c)
+	return newEngineWith(t, c, nil, opts...)
+}
+
+// newEngineWith is newEngine with options of the store.
+func newEngineWith(t *testing.T, c redis.UniversalClient, sopts []redisstore.Option, opts ...engine.Option) *engine.Engine {
+	t.Helper()
+	st, err := redisstore.New(ctx, c, sopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
