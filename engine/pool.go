@@ -394,28 +394,16 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 			// The chunk less what this engine still holds, as in
 			// lease mode without a Pool: it never holds more than a
 			// chunk, which is what a crash may lose.
-			r.Want[i] = uint64(chunk - min(chunk, held(s, vals[i], r.From[i], now)))
+			r.Want[i] = uint64(chunk - min(chunk, heldOf(s, vals[i], r.From[i], now)))
 		}
 	}
 	return r, true
 }
 
-// held returns the units between value v and hard mark h of limit s
-// (Credits or a window) that the engine may still grant at now.
-func held(s *spec, v, h uint64, now int64) int64 {
-	if s.kind == KindCredits {
-		return int64(h - min(h, v))
-	}
-	if h == noLease {
-		return 0
-	}
+// heldOf is quota.Limit.Held of a validated limit.
+func heldOf(s *spec, v, h uint64, now int64) int64 {
 	l := s.lim()
-	vu, vt, _ := l.window(v, now)
-	hu, ht, _ := l.window(h, now)
-	if vt != ht {
-		return 0
-	}
-	return max(hu-vu, 0)
+	return l.Held(v, h, now)
 }
 
 // applyReservation moves ent to the pool's answer r to a request sent at

@@ -131,3 +131,21 @@ func (l *Limit) Tighten(hard, old, nv uint64) (uint64, bool) {
 	}
 	return hard - d, true
 }
+
+// Held returns the units between value v and hard mark h that may still be
+// granted at now: none for a window whose reservation is in another window
+// than v, or than the one that holds now. Credits and windows only.
+func (l *Limit) Held(v, h uint64, now int64) int64 {
+	if l.Kind == Credits {
+		return int64(h - min(h, v))
+	}
+	if h == NoLease {
+		return 0
+	}
+	vu, vt, _ := l.window(v, now)
+	hu, ht, _ := l.window(h, now)
+	if vt != ht {
+		return 0
+	}
+	return max(hu-vu, 0)
+}
