@@ -100,7 +100,7 @@ const NegativeTTL = time.Second
 //     Want is in units.
 //   - Rate: the theoretical arrival time. The pool reserves the span
 //     [Start, Hard) with Start = max(its arrival time, Now) and Hard at most
-//     Now plus the larger of the burst's span and one second; Want is in ns.
+//     Now plus the burst's span (a full bucket); Want is in ns.
 //     It gives back only if its arrival time is still Base.
 type Reservation struct {
 	ID           KeyID
@@ -385,7 +385,10 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 		}
 		r.From[i] = atomic.LoadUint64(&ent.marks(i).Hard)
 		if s.kind == KindRate {
-			span := max(s.quota*s.period, quota.MinRateSpan)
+			// At most the burst's span: with other engines reserving
+			// too, a span further ahead than a full bucket could not be
+			// granted before others' reservations move past it.
+			span := s.quota * s.period
 			if chunk < span/s.period {
 				span = chunk * s.period
 			}

@@ -637,7 +637,7 @@ func counter(l engine.Limit, v uint64, tag int64) uint64 {
 func reserveArgs(l engine.Limit, base, from, want uint64, now int64) []any {
 	switch l.Kind() {
 	case engine.KindRate:
-		span := max(l.Quota()*int64(emission(l)), int64(time.Second))
+		span := l.Quota() * int64(emission(l)) // tau: no reservation beyond a full bucket
 		return []any{"r", l.Quota(), 0, base / 1000, 0, (from + 999) / 1000, (want + 999) / 1000, (now + 999) / 1000, span / 1000}
 	case engine.KindWindow, engine.KindMonth:
 		return []any{"w", l.Quota(), base >> tagShift & tagMask, base & usedMask, from >> tagShift & tagMask, from & usedMask, want, windowIndex(l, now) & tagMask, 0}
