@@ -480,11 +480,23 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 		if err := answer(&rs[i], cmds[i], s.lease); err != nil {
 			return err
 		}
+	}
+	s.publishAll(ctx, rs) // revocations; a Release: the others may use what came back
+	return nil
+}
+
+// publishAll publishes, in one pipeline, the keys of rs that were revoked
+// or given back; best effort.
+func (s *Store) publishAll(ctx context.Context, rs []engine.Reservation) {
+	pipe := s.c.Pipeline()
+	for i := range rs {
 		if rs[i].Revoke || rs[i].Release {
-			s.publish(ctx, rs[i].ID) // a Release: the others may use what came back
+			pipe.Publish(context.WithoutCancel(ctx), events, hex.EncodeToString(rs[i].ID[:]))
 		}
 	}
-	return nil
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(context.WithoutCancel(ctx))
+	}
 }
 
 // answer reads a reserve script's reply into r.
