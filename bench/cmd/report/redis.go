@@ -209,10 +209,10 @@ func redisNsTable(w *strings.Builder, red *dataset, dist, state string) {
 	fmt.Fprintln(w)
 }
 
-// fmtSig prints v with three significant digits (integers whole).
+// fmtSig prints v whole from 100 up, else with three significant digits.
 func fmtSig(v float64) string {
-	if v == math.Trunc(v) && math.Abs(v) < 1e9 {
-		return fmtCount(v)
+	if math.Abs(v) >= 100 || v == math.Trunc(v) {
+		return fmtCount(math.Round(v))
 	}
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }
