@@ -96,8 +96,10 @@ BENCH_CPU ?= 1,2,8,64
 bench:
 	cd bench && $(GO) run ./cmd/report -count=$(BENCH_COUNT) -benchtime=$(BENCHTIME) -cpu=$(BENCH_CPU)
 
-## bench-redis: Redis DECR and redis_rate on a throwaway local redis-server,
-## 64 requests in flight; adds them to bench/RESULTS.md.
+## bench-redis: on a throwaway local redis-server: Redis DECR, redis_rate and
+## ulule's Redis store (64 requests in flight), allot on Redis
+## (persist/redisstore) beside memory-only allot, and one against four
+## processes (bench/cmd/procs); adds them to bench/RESULTS.md.
 .PHONY: bench-redis
 bench-redis:
 	cd bench && GO="$(GO)" BENCH_COUNT=$(BENCH_COUNT) BENCHTIME=$(BENCHTIME) ./scripts/bench-redis.sh

@@ -90,6 +90,12 @@ var impls = []impl{
 	{name: "throttled-pair", limit: "multi", build: buildThrottledPair, run: runThrottledPair},
 	{name: "redis-decr", limit: "credits", redis: true, build: buildRedisDecr, run: runRedisDecr},
 	{name: "redis-rate", limit: "rate", redis: true, build: buildRedisRate, run: runRedisRate},
+	{name: "redis-ulule", limit: "window", redis: true, build: buildRedisUlule, run: runRedisUlule},
+	// allot on Redis (persist/redisstore): one quota per key shared by
+	// every process on that Redis, granted from reservations.
+	{name: "allot-redis", limit: "credits", redis: true, build: buildAllotRedis(redisCreditsLimits, usedUp), run: runAllotRedis},
+	{name: "allot-redis-rate", limit: "rate", redis: true, build: buildAllotRedis(redisRateLimits, redisRateUsedUp), run: runAllotRedis},
+	{name: "allot-redis-window", limit: "window", redis: true, build: buildAllotRedis(windowLimits, usedUp), run: runAllotRedis},
 }
 
 // ---- floors ----
@@ -370,25 +376,43 @@ func buildPersisted(lo engine.LeaseOptions) func(b *testing.B, keys []string, p 
 			_ = eng.Close()
 			_ = os.RemoveAll(dir)
 		}
-		ls := creditsLimits(p)
-		err = parallel(regWorker, len(keys), func(i int) error {
-			return eng.Register(ctx, keys[i], ls...)
-		})
-		if err == nil && p == deny {
-			err = parallel(regWorker, len(keys), func(i int) error {
-				d, err := eng.Consume(ctx, keys[i], 1)
-				if err == nil && !d.Allowed {
-					b.Errorf("using up %s: %v", keys[i], d)
-				}
-				return err
-			})
-		}
-		if err != nil {
+		if err := registerAll(b, eng, keys, creditsLimits(p), usedUp(p)); err != nil {
 			done()
 			b.Fatal(err)
 		}
 		return eng, done
 	}
+}
+
+// usedUp is the number of units to consume from each key before timing
+// starts, on path p: 1 on the deny path (which uses up a quota of 1).
+func usedUp(p path) int {
+	if p == deny {
+		return 1
+	}
+	return 0
+}
+
+// registerAll registers keys with limits ls in eng from many goroutines, so
+// that Registers share the store's rounds, then consumes one unit from
+// each key use times (the deny path's quota used up).
+func registerAll(b *testing.B, eng *engine.Engine, keys []string, ls []engine.Limit, use int) error {
+	err := parallel(regWorker, len(keys), func(i int) error {
+		return eng.Register(ctx, keys[i], ls...)
+	})
+	for range use {
+		if err != nil {
+			break
+		}
+		err = parallel(regWorker, len(keys), func(i int) error {
+			d, err := eng.Consume(ctx, keys[i], 1)
+			if err == nil && !d.Allowed {
+				b.Errorf("using up %s: %v", keys[i], d)
+			}
+			return err
+		})
+	}
+	return err
 }
 
 // runAllot consumes 1 unit a call. A denial must be for exhaustion: a key
@@ -514,20 +538,24 @@ func runGoLimiter(b *testing.B, st any, w *walker) {
 // one path: 2 per century, one used by it. The store's cleaner is off: it
 // would range over every key during the run.
 func buildUlule(b *testing.B, keys []string, p path) (any, func()) {
-	r := ulule.Rate{Period: time.Hour, Limit: bigQuota}
-	switch p {
-	case deny:
-		r = ulule.Rate{Period: longTime, Limit: 1}
-	case one:
-		r = ulule.Rate{Period: longTime, Limit: 2}
-	}
-	l := ulule.New(ulmemory.NewStoreWithOptions(ulule.StoreOptions{Prefix: ulule.DefaultPrefix}), r)
+	l := ulule.New(ulmemory.NewStoreWithOptions(ulule.StoreOptions{Prefix: ulule.DefaultPrefix}), ululeRate(p))
 	for _, k := range keys {
 		if c, err := l.Get(ctx, strings.Clone(k)); err != nil || c.Reached {
 			b.Fatalf("creating %s: %+v %v", k, c, err)
 		}
 	}
 	return l, nil
+}
+
+// ululeRate is the rate of ulule's limiters on path p.
+func ululeRate(p path) ulule.Rate {
+	switch p {
+	case deny:
+		return ulule.Rate{Period: longTime, Limit: 1}
+	case one:
+		return ulule.Rate{Period: longTime, Limit: 2}
+	}
+	return ulule.Rate{Period: time.Hour, Limit: bigQuota}
 }
 
 func runUlule(b *testing.B, st any, w *walker) {
@@ -759,18 +787,16 @@ func redisAddr() string { return os.Getenv("ALLOT_REDIS_ADDR") }
 
 type redisState struct {
 	c    *redis.Client
+	rt   *roundTrips
 	keys []string // redisPrefix + name, by index
 	lim  *redis_rate.Limiter
 	rl   redis_rate.Limit
+	ul   *ulule.Limiter
 }
 
 func newRedis(b *testing.B, keys []string) *redisState {
-	c := redis.NewClient(&redis.Options{Addr: redisAddr(), PoolSize: 2 * redisInFlight})
-	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		b.Fatalf("redis at %s: %v", redisAddr(), err)
-	}
-	s := &redisState{c: c, keys: make([]string, len(keys))}
+	c, rt := redisClient(b, 0)
+	s := &redisState{c: c, rt: rt, keys: make([]string, len(keys))}
 	for i, k := range keys {
 		s.keys[i] = redisPrefix + k
 	}
@@ -822,9 +848,13 @@ func runRedisDecr(b *testing.B, st any, w *walker) {
 }
 
 // runRedis runs take on the walker's keys with 64 requests in flight and
-// counts the grants.
+// counts the grants, and the commands and round trips to Redis.
 func runRedis(b *testing.B, s *redisState, w *walker, take func(key string) (bool, error)) {
 	setParallelism(b)
+	counted(b, s.c, s.rt, w, func() { runTake(b, s, w, take) })
+}
+
+func runTake(b *testing.B, s *redisState, w *walker, take func(key string) (bool, error)) {
 	b.RunParallel(func(pb *testing.PB) {
 		seq, keys := w.seq, s.keys
 		i0, n := w.start(), int64(0)
@@ -859,18 +889,28 @@ func buildRedisRate(b *testing.B, keys []string, p path) (any, func()) {
 	case one:
 		s.rl = redis_rate.Limit{Rate: 1, Burst: 2, Period: 1000 * time.Hour}
 	}
+	s.create(b, "rate:", func(key string) (bool, error) {
+		r, err := s.lim.Allow(ctx, key, s.rl)
+		return r != nil && r.Allowed == 1, err
+	})
+	return s, s.close("rate:")
+}
+
+// create creates every key of s with one call of take, which must grant
+// it, from 128 goroutines; on failure it deletes the keys (prefix +
+// key) and fails b.
+func (s *redisState) create(b *testing.B, prefix string, take func(key string) (bool, error)) {
 	err := parallel(2*redisInFlight, len(s.keys), func(i int) error {
-		r, err := s.lim.Allow(ctx, s.keys[i], s.rl)
-		if err == nil && r.Allowed != 1 {
-			b.Errorf("creating %s: %+v", s.keys[i], r)
+		ok, err := take(s.keys[i])
+		if err == nil && !ok {
+			b.Errorf("creating %s: denied", s.keys[i])
 		}
 		return err
 	})
-	if err != nil {
-		s.close("rate:")()
+	if err != nil || b.Failed() {
+		s.close(prefix)()
 		b.Fatal(err)
 	}
-	return s, s.close("rate:")
 }
 
 func runRedisRate(b *testing.B, st any, w *walker) {

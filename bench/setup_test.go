@@ -3,15 +3,15 @@ package bench
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/allot-go/allot/bench/internal/keyseq"
 )
 
 // The key sequences mirror engine/bench_test.go: the same key names, the
@@ -39,7 +39,7 @@ var dists = []dist{
 	{name: "zipf1m", keys: 1_000_000, zipf: true, minDistinct: 100_000},
 }
 
-const seqLen = 1 << 20
+const seqLen = keyseq.Len
 
 var (
 	seqMu    sync.Mutex
@@ -51,9 +51,7 @@ var (
 func names(n int) []string {
 	seqMu.Lock()
 	defer seqMu.Unlock()
-	for len(keyNames) < n {
-		keyNames = append(keyNames, "key-"+strconv.Itoa(len(keyNames)))
-	}
+	keyNames = keyseq.Names(keyNames, n)
 	return keyNames[:n]
 }
 
@@ -66,19 +64,7 @@ func sequence(b testing.TB, d dist) []int32 {
 	if s, ok := seqCache[d.name]; ok {
 		return s
 	}
-	r := rand.New(rand.NewPCG(1, 2))
-	s := make([]int32, seqLen)
-	var z *rand.Zipf
-	if d.zipf {
-		z = rand.NewZipf(r, 1.1, 1, uint64(d.keys-1))
-	}
-	for i := range s {
-		if z != nil {
-			s[i] = int32(z.Uint64())
-		} else {
-			s[i] = int32(r.IntN(d.keys))
-		}
-	}
+	s := keyseq.Generate(d.keys, d.zipf)
 	if n := distinct(s); n < d.minDistinct {
 		b.Fatalf("%s: only %d distinct keys in the sequence, want at least %d", d.name, n, d.minDistinct)
 	}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench-redis.sh: start a throwaway redis-server on 127.0.0.1 (a free port,
-# no persistence), run the Redis sub-benchmarks of BenchmarkContention
-# against it with 64 requests in flight, write results/raw-redis.txt,
-# re-render RESULTS.md, and stop the server whatever happens.
+# no persistence), run against it the Redis peers of BenchmarkContention
+# (64 requests in flight), allot on Redis beside memory-only allot, and
+# cmd/procs (one and four processes), write results/raw-redis.txt and
+# results/raw-procs.txt, re-render RESULTS.md, and stop the server whatever
+# happens.
 #
 #   make bench-redis                 # from the repository root
 #   BENCH_COUNT=1 BENCHTIME=1s scripts/bench-redis.sh   # from bench/
@@ -61,18 +63,35 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-cmd=("$GO" test -run='^$' -bench='^BenchmarkContention$/^impl=redis-' -cpu="$REDIS_CPU"
+# The Redis peers with 64 requests in flight (-cpu=64); allot on Redis beside
+# memory-only allot, for every -cpu of ALLOT_CPU; both on one key and on 1M
+# Zipf keys (REDIS_DISTS). Then four processes against one (cmd/procs).
+REDIS_DISTS=${REDIS_DISTS:-hot|zipf1m}
+ALLOT_CPU=${ALLOT_CPU:-1,2,8,64}
+PROCS_FOR=${PROCS_FOR:-3s}
+peers=("$GO" test -run='^$' -bench="^BenchmarkContention\$/^impl=redis-/^dist=($REDIS_DISTS)\$" -cpu="$REDIS_CPU"
 	-count="$BENCH_COUNT" -benchtime="$BENCHTIME" -timeout=0 .)
+allot=("$GO" test -run='^$' -bench="^BenchmarkContention\$/^impl=allot(-redis)?(-rate|-window)?\$/^dist=($REDIS_DISTS)\$"
+	-cpu="$ALLOT_CPU" -count="$BENCH_COUNT" -benchtime="$BENCHTIME" -timeout=0 .)
+procs=("$GO" run ./cmd/procs -procs=1,4 -count="$BENCH_COUNT" -for="$PROCS_FOR")
 mkdir -p results
+quote() {
+	for a in "$@"; do
+		case $a in *[\^\$\|\*\ \(]*) printf " '%s'" "$a" ;; *) printf ' %s' "$a" ;; esac
+	done
+}
 {
 	echo "redis: $(redis-server --version)"
-	printf 'command: ALLOT_REDIS_ADDR=127.0.0.1:PORT'
-	for a in "${cmd[@]}"; do
-		case $a in *[\^\$\|\*\ ]*) printf " '%s'" "$a" ;; *) printf ' %s' "$a" ;; esac
-	done
-	echo
+	echo "command: ALLOT_REDIS_ADDR=127.0.0.1:PORT$(quote "${peers[@]}")"
+	echo "command: ALLOT_REDIS_ADDR=127.0.0.1:PORT$(quote "${allot[@]}")"
+	echo "command: ALLOT_REDIS_ADDR=127.0.0.1:PORT$(quote "${procs[@]}")"
 } >results/meta-redis.txt
-echo "bench-redis: redis-server on 127.0.0.1:$port; running ${cmd[*]}" >&2
-ALLOT_REDIS_ADDR="127.0.0.1:$port" "${cmd[@]}" | tee results/raw-redis.txt
+export ALLOT_REDIS_ADDR="127.0.0.1:$port"
+echo "bench-redis: redis-server on $ALLOT_REDIS_ADDR; running ${peers[*]}" >&2
+"${peers[@]}" | tee results/raw-redis.txt
+echo "bench-redis: running ${allot[*]}" >&2
+"${allot[@]}" | tee -a results/raw-redis.txt
+echo "bench-redis: running ${procs[*]}" >&2
+"${procs[@]}" | tee results/raw-procs.txt
 "$GO" run ./cmd/report -render
-echo "bench-redis: wrote results/raw-redis.txt and RESULTS.md" >&2
+echo "bench-redis: wrote results/raw-redis.txt, results/raw-procs.txt and RESULTS.md" >&2

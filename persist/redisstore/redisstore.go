@@ -218,37 +218,43 @@ func (s *Store) Save(ctx context.Context, recs ...engine.Record) error {
 			return err
 		}
 	}
-	for _, r := range recs {
-		if err := s.create(ctx, r); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.create(ctx, recs)
 }
 
-func (s *Store) create(ctx context.Context, r engine.Record) error {
-	body, err := codec.Encode(engine.Record{ID: r.ID, Limits: r.Limits, Counters: r.Counters, Registration: r.Registration})
-	if err != nil {
-		return err
+// create registers recs with one script run each, all in one pipeline (a
+// round of the engine's committer carries every Register that queued
+// meanwhile: one round trip for all of them, not one each).
+func (s *Store) create(ctx context.Context, recs []engine.Record) error {
+	args := make([][]any, len(recs))
+	for i, r := range recs {
+		body, err := codec.Encode(engine.Record{ID: r.ID, Limits: r.Limits, Counters: r.Counters, Registration: r.Registration})
+		if err != nil {
+			return err
+		}
+		a := []any{strconv.FormatUint(r.Registration, 10), body, b2s(r.Revoked)}
+		for j, l := range r.Limits {
+			v, w := pooled(l, r.Counters[j])
+			a = append(a, v, w)
+		}
+		args[i] = a
 	}
-	args := []any{strconv.FormatUint(r.Registration, 10), body, b2s(r.Revoked)}
-	for i, l := range r.Limits {
-		v, w := pooled(l, r.Counters[i])
-		args = append(args, v, w)
-	}
-	h, _ := hashKey(r.ID)
-	var res *redis.Cmd
+	res := make([]*redis.Cmd, len(recs))
 	if err := s.run(ctx, func(pipe redis.Pipeliner) {
-		res = createScript.EvalSha(ctx, pipe, []string{h}, args...)
+		for i, r := range recs {
+			h, _ := hashKey(r.ID)
+			res[i] = createScript.EvalSha(ctx, pipe, []string{h}, args[i]...)
+		}
 	}); err != nil {
 		return err
 	}
-	out, err := res.Text()
-	if err != nil {
-		return fmt.Errorf("allot: redis: register: %w", err)
-	}
-	if out == "exists" {
-		return fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
+	for _, cmd := range res {
+		out, err := cmd.Text()
+		if err != nil {
+			return fmt.Errorf("allot: redis: register: %w", err)
+		}
+		if out == "exists" {
+			return fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
+		}
 	}
 	s.vers.Store(r.ID, "1")
 	s.publish(ctx, r.ID)

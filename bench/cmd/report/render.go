@@ -62,27 +62,31 @@ var kinds = []kind{
 
 // limitOf says what each row enforces, for the "limit" column.
 var limitOf = map[string]string{
-	"cas":            "one counter, no key",
-	"floor":          "floor",
-	"floor-clock":    "floor + clock read",
-	"xsync":          "floor in xsync.MapOf",
-	"naive":          "credits (check, then decrement)",
-	"allot":          "Credits",
-	"allot-lease":    "Credits, Badger, lease",
-	"allot-exact":    "Credits, Badger, exact",
-	"allot-rate":     "Rate, GCRA",
-	"allot-window":   "PerWindow, hour",
-	"allot-multi":    "PerWindow hour + Rate",
-	"xrate":          "token bucket",
-	"golimiter":      "window per bucket",
-	"ulule":          "fixed window",
-	"throttled":      "GCRA",
-	"xrate-pair":     "2 token buckets in sequence",
-	"golimiter-pair": "2 buckets in sequence",
-	"ulule-pair":     "2 windows in sequence",
-	"throttled-pair": "2 GCRA in sequence",
-	"redis-decr":     "DECR counter",
-	"redis-rate":     "GCRA (Lua)",
+	"cas":                "one counter, no key",
+	"floor":              "floor",
+	"floor-clock":        "floor + clock read",
+	"xsync":              "floor in xsync.MapOf",
+	"naive":              "credits (check, then decrement)",
+	"allot":              "Credits",
+	"allot-lease":        "Credits, Badger, lease",
+	"allot-exact":        "Credits, Badger, exact",
+	"allot-rate":         "Rate, GCRA",
+	"allot-window":       "PerWindow, hour",
+	"allot-multi":        "PerWindow hour + Rate",
+	"xrate":              "token bucket",
+	"golimiter":          "window per bucket",
+	"ulule":              "fixed window",
+	"throttled":          "GCRA",
+	"xrate-pair":         "2 token buckets in sequence",
+	"golimiter-pair":     "2 buckets in sequence",
+	"ulule-pair":         "2 windows in sequence",
+	"throttled-pair":     "2 GCRA in sequence",
+	"redis-decr":         "DECR counter",
+	"redis-rate":         "GCRA (Lua)",
+	"redis-ulule":        "fixed window (Lua)",
+	"allot-redis":        "Credits, on Redis",
+	"allot-redis-rate":   "Rate, on Redis",
+	"allot-redis-window": "PerWindow hour, on Redis",
 }
 
 func isRedis(impl string) bool { return strings.HasPrefix(impl, "redis-") }
@@ -107,7 +111,8 @@ func renderReport() error {
 	for _, dist := range dists {
 		for _, state := range states {
 			name := fmt.Sprintf("ns-%s-%s.png", dist, state)
-			ok, err := chart(d, dist, state, filepath.Join(resultsDir, name))
+			title := fmt.Sprintf("dist=%s, state=%s: ns per Consume (median) against goroutines, by limit kind", dist, state)
+			ok, err := chart(d, panels, dist, state, title, filepath.Join(resultsDir, name))
 			if err != nil {
 				return fmt.Errorf("chart %s: %w", name, err)
 			}
@@ -222,40 +227,7 @@ func renderReport() error {
 	}
 
 	if len(rr) > 0 {
-		top := d.procs[len(d.procs)-1]
-		p("## Redis\n\n")
-		p("The naive design moved to Redis (`DECR`, a result below zero is a denial: a counter like allot's Credits) and "+
-			"go-redis/redis_rate (GCRA in Lua, like allot's Rate), on a local redis-server (no persistence), 64 requests in "+
-			"flight; beside each, allot's key of the same kind in process, from results/raw.txt (another run) at its largest "+
-			"`-cpu`, %d goroutines (64 if that run had it).\n\n", top)
-		p("| dist | state | impl | ns/op | allot row | allot ns/op (%d goroutines) | impl ÷ allot |\n|---|---|---|---:|---|---:|---:|\n", top)
-		for _, dist := range dists {
-			for _, state := range states {
-				for _, impl := range red.impls {
-					var vals []float64
-					for _, pr := range red.procs {
-						if v, ok := red.ns(impl, dist, state, pr); ok {
-							vals = append(vals, v)
-						}
-					}
-					if len(vals) == 0 {
-						continue
-					}
-					v := vals[len(vals)-1]
-					row := "allot"
-					if impl == "redis-rate" {
-						row = "allot-rate"
-					}
-					a, ok := d.ns(row, dist, state, top)
-					ax, rx := "–", "–"
-					if ok {
-						ax, rx = fmtNs(a), fmt.Sprintf("%.0f×", v/a)
-					}
-					p("| %s | %s | %s | %s | %s | %s | %s |\n", dist, state, impl, fmtNs(v), row, ax, rx)
-				}
-			}
-		}
-		p("\n")
+		redisSection(&w, red, readProcs())
 	}
 
 	p("## benchstat\n\n")
@@ -421,11 +393,7 @@ func ratioTable(w *strings.Builder, d *dataset, cell func(dist, state string, pr
 // implementation (label names it) and a column per -cpu value: the
 // implementation's ns/op ÷ den's.
 func multiRatioTable(w *strings.Builder, d *dataset, impls []string, label func(string) string, den string) {
-	fmt.Fprintf(w, "| dist | state | impl |")
-	for _, pr := range d.procs {
-		fmt.Fprintf(w, " %d |", pr)
-	}
-	fmt.Fprintf(w, "\n|---|---|---|%s\n", strings.Repeat("---:|", len(d.procs)))
+	procsHeader(w, []string{"dist", "state", "impl"}, d.procs, nil)
 	for _, dist := range dists {
 		for _, state := range states {
 			for _, impl := range impls {
@@ -445,11 +413,7 @@ func multiRatioTable(w *strings.Builder, d *dataset, impls []string, label func(
 
 // xsyncTable writes ns/op (÷ the floor) of the floor, xsync and allot.
 func xsyncTable(w *strings.Builder, d *dataset) {
-	fmt.Fprintf(w, "| dist | state | impl |")
-	for _, pr := range d.procs {
-		fmt.Fprintf(w, " %d |", pr)
-	}
-	fmt.Fprintf(w, "\n|---|---|---|%s\n", strings.Repeat("---:|", len(d.procs)))
+	procsHeader(w, []string{"dist", "state", "impl"}, d.procs, nil)
 	for _, dist := range dists {
 		for _, state := range states {
 			for _, impl := range []string{"cas", "floor", "xsync", "allot"} {
@@ -617,12 +581,15 @@ func fmtNs(v float64) string {
 	return strconv.FormatFloat(v, 'g', 3, 64) + " ns"
 }
 
-// panels are the charts' panels: each shows the floors and one limit
-// kind's rows.
-var panels = []struct {
+// panel is one panel of a chart: its title and the rows it draws.
+type panel struct {
 	title string
 	impls []string
-}{
+}
+
+// panels are the charts' panels: each shows the floors and one limit
+// kind's rows.
+var panels = []panel{
 	{"Credits (and the naive map, xsync)", []string{"cas", "floor", "xsync", "naive", "allot", "allot-lease", "allot-exact"}},
 	{"Rate", []string{"floor", "floor-clock", "allot-rate", "xrate", "golimiter", "throttled"}},
 	{"PerWindow", []string{"floor", "floor-clock", "allot-window", "ulule", "golimiter"}},
@@ -633,14 +600,13 @@ var panels = []struct {
 // kind, one line per implementation (the same colour and mark for an
 // implementation in every panel), each panel with its legend to the right.
 // It reports false if there was nothing to draw.
-func chart(d *dataset, dist, state, path string) (bool, error) {
+func chart(d *dataset, panels []panel, dist, state, title, path string) (bool, error) {
 	const cols, rows = 2, 2
 	const legendW = 1.35 * vg.Inch
 	wd, ht := 13*vg.Inch, 8.5*vg.Inch
 	img := vgimg.NewWith(vgimg.UseWH(wd, ht), vgimg.UseDPI(100), vgimg.UseBackgroundColor(color.White))
 	dc := draw.New(img)
 	// A title line across the top.
-	title := fmt.Sprintf("dist=%s, state=%s: ns per Consume (median) against goroutines, by limit kind", dist, state)
 	head := draw.Crop(dc, 0, 0, ht-vg.Points(24), 0)
 	sty := plot.New().Title.TextStyle
 	head.FillText(sty, vg.Point{X: wd / 2, Y: head.Max.Y - vg.Points(4)}, title)
