@@ -115,11 +115,15 @@ func (e *Engine) saveRecords(ctx context.Context, recs ...Record) error {
 		}
 		<-b.done
 	}
-	if b.err != nil {
-		if errors.Is(b.err, ErrClosed) {
+	err := b.err
+	if err == nil {
+		err = w.err
+	}
+	if err != nil {
+		if errors.Is(err, ErrClosed) {
 			return ErrClosed
 		}
-		return wrapStore("", b.err)
+		return wrapStore("", err)
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ type committer struct {
 	stopped  chan struct{}
 
 	rounds, records atomic.Int64
+	rtt             atomic.Int64 // with a Pool: how long the last Reserve took, ns
 	stats           storeStats
 	flushErr        error // the last round's, read by Close after stopped
 }
@@ -74,7 +75,7 @@ type commitEnv struct {
 
 // sharedRounds is what the committer asks of an engine with a Pool.
 type sharedRounds interface {
-	sharedRound(c *committer, pend []*entry, wants []int64, recs []Record, b *batch, now int64)
+	sharedRound(c *committer, pend []*entry, wants []int64, expl []*pendingWrite, b *batch, now int64)
 	sharedFlush(c *committer) error
 }
 
@@ -113,7 +114,10 @@ func (c *committer) ask(ent *entry) {
 }
 
 // pendingWrite is the records of one administrative call, written whole.
-type pendingWrite struct{ recs []Record }
+type pendingWrite struct {
+	recs []Record
+	err  error // its own outcome, where the round does not share one (a Pool); set before the round's batch is done
+}
 
 // write queues records built by an administrative call.
 func (c *committer) write(w *pendingWrite) *batch {
@@ -223,7 +227,7 @@ func (c *committer) round(last bool) {
 		recs = append(recs, w.recs...)
 	}
 	if c.env.shared != nil {
-		c.env.shared.sharedRound(c, pend, wants, recs, b, now)
+		c.env.shared.sharedRound(c, pend, wants, expl, b, now)
 		return
 	}
 	raises := make([]raise, 0, len(pend))

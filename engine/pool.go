@@ -73,6 +73,16 @@ type Pool interface {
 	Watch(fn func(KeyID))
 }
 
+// minPoolSlack is the least a Rate reservation from a Pool reaches beyond
+// the burst's span (see reservation); twice the last round trip is used if
+// longer, up to maxPoolSlack. What a slack reserves beyond the burst may be
+// lost to the other engines: at most one emission or maxPoolSlack of the
+// rate per engine and reservation.
+const (
+	minPoolSlack = 10 * time.Millisecond
+	maxPoolSlack = 100 * time.Millisecond
+)
+
 // NegativeTTL is how long an engine with a Pool remembers that the store
 // did not know a key: a key registered by another engine may be reported
 // unknown for that long.
@@ -100,7 +110,9 @@ const NegativeTTL = time.Second
 //     Want is in units.
 //   - Rate: the theoretical arrival time. The pool reserves the span
 //     [Start, Hard) with Start = max(its arrival time, Now) and Hard at most
-//     Now plus the burst's span (a full bucket); Want is in ns.
+//     Now plus the larger of the burst's span (a full bucket) and Want;
+//     Want, in ns, is the burst's span (or the chunk's, if shorter) plus a
+//     slack for the round trip: at least one emission and 10 ms.
 //     It gives back only if its arrival time is still Base.
 type Reservation struct {
 	ID           KeyID
@@ -325,8 +337,14 @@ func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f f
 // poolRound is a committer round for a Pool: the administrative records go
 // to Save, then each pending entry gets its reservation (or gives back
 // everything, at Close).
-func (e *Engine) sharedRound(c *committer, pend []*entry, wants []int64, recs []Record, b *batch, now int64) {
-	e.poolRound(c, pend, wants, recs, b, now, false)
+func (e *Engine) sharedRound(c *committer, pend []*entry, wants []int64, expl []*pendingWrite, b *batch, now int64) {
+	// Each administrative write is its own Save with its own outcome: the
+	// pool writes keys one by one, not in one transaction, so a write that
+	// fails must not take down another that landed.
+	for _, w := range expl {
+		w.err = c.call(len(w.recs), func() error { return e.pool.Save(context.Background(), w.recs...) })
+	}
+	e.poolRound(c, pend, wants, nil, b, now, false)
 }
 
 func (e *Engine) poolRound(c *committer, pend []*entry, wants []int64, recs []Record, b *batch, now int64, release bool) {
@@ -350,6 +368,7 @@ func (e *Engine) poolRound(c *committer, pend []*entry, wants []int64, recs []Re
 	if b.err = c.call(len(rs), func() error { return p.Reserve(context.Background(), rs) }); b.err != nil {
 		return
 	}
+	c.rtt.Store(min(e.mono()-t0, int64(time.Second)))
 	if !release {
 		c.stats.reservations.Add(int64(len(rs)))
 	}
@@ -392,7 +411,12 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 			if chunk < span/s.period {
 				span = chunk * s.period
 			}
-			r.Want[i] = uint64(span)
+			// Plus a slack for the time the answer takes to come back
+			// and be used: a span that has passed when it arrives is
+			// of no use (a burst of 1 needs its whole span from the
+			// later Consume's clock; a fast rate's chunk can be
+			// shorter than a round trip).
+			r.Want[i] = uint64(span + max(s.period, int64(minPoolSlack), min(2*c.rtt.Load(), int64(maxPoolSlack))))
 		} else {
 			// The chunk less what this engine still holds, as in
 			// lease mode without a Pool: it never holds more than a

@@ -247,18 +247,27 @@ func (s *Store) create(ctx context.Context, recs []engine.Record) error {
 	}); err != nil {
 		return err
 	}
-	for _, cmd := range res {
+	var first error
+	pipe := s.c.Pipeline()
+	for i, cmd := range res {
 		out, err := cmd.Text()
-		if err != nil {
-			return fmt.Errorf("allot: redis: register: %w", err)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("allot: redis: register: %w", err)
+		case out == "exists":
+			err = fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
+		default:
+			s.vers.Store(recs[i].ID, "1")
+			pipe.Publish(context.WithoutCancel(ctx), events, hex.EncodeToString(recs[i].ID[:]))
 		}
-		if out == "exists" {
-			return fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
+		if first == nil {
+			first = err
 		}
 	}
-	s.vers.Store(r.ID, "1")
-	s.publish(ctx, r.ID)
-	return nil
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(context.WithoutCancel(ctx))
+	}
+	return first
 }
 
 // run builds a pipeline with build, after a GET of the marker, and runs
@@ -655,7 +664,9 @@ func counter(l engine.Limit, v uint64, tag int64) uint64 {
 func reserveArgs(l engine.Limit, base, from, want uint64, now int64) []any {
 	switch l.Kind() {
 	case engine.KindRate:
-		span := l.Quota() * int64(emission(l)) // tau: no reservation beyond a full bucket
+		// No reservation beyond a full bucket and the slack the engine
+		// asks for on top of it (engine.Reservation).
+		span := max(l.Quota()*int64(emission(l)), int64(want))
 		return []any{"r", l.Quota(), 0, base / 1000, 0, (from + 999) / 1000, (want + 999) / 1000, (now + 999) / 1000, span / 1000}
 	case engine.KindWindow, engine.KindMonth:
 		return []any{"w", l.Quota(), base >> tagShift & tagMask, base & usedMask, from >> tagShift & tagMask, from & usedMask, want, windowIndex(l, now) & tagMask, 0}

@@ -216,20 +216,25 @@ func TestSharedWindowsAndRate(t *testing.T) {
 	if err := a.Register(ctx, "two", engine.Credits(700), engine.PerWindow(400, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
+	// A Rate reservation reaches beyond the burst by a slack for the
+	// round trip (one emission, 10 ms of the rate, up to 100 ms): what the
+	// slack reserved may be lost to the other engine, 10 units at most
+	// here per engine.
+	const rateSlack = 10
 	for _, tc := range []struct {
-		key  string
-		want int64
-	}{{"w", 500}, {"r", 300}, {"two", 400}} {
+		key      string
+		want, lo int64
+	}{{"w", 500, 500}, {"r", 300, 300 - 2*rateSlack}, {"two", 400, 400}} {
 		got := consumeAll(t, tc.key, 8, a, b)
-		if sum(got) != tc.want {
-			t.Errorf("%s: granted %v = %d, want %d", tc.key, got, sum(got), tc.want)
+		if n := sum(got); n > tc.want || n < tc.lo {
+			t.Errorf("%s: granted %v = %d, want %d to %d", tc.key, got, n, tc.lo, tc.want)
 		}
 	}
 	now.Add(int64(time.Minute)) // a new window; the rate refills 6000 in a minute, capped at its burst
 	for _, tc := range []struct {
 		key      string
 		want, lo int64
-	}{{"w", 500, 500}, {"r", 300, 300}, {"two", 300, 300 - 2*maxChunk}} {
+	}{{"w", 500, 500}, {"r", 300, 300 - 2*rateSlack}, {"two", 300, 300 - 2*maxChunk}} {
 		// "two": the credits left (300) are held by both engines, and
 		// so are the window's units: an engine holding credits but no
 		// window units, while the other holds window units but no
@@ -500,5 +505,35 @@ func TestPropagation(t *testing.T) {
 		slices.Sort(x.ds)
 		t.Logf("%s in one engine, seen by another: p50 %v, p99 %v, max %v over %d trials",
 			x.what, x.ds[len(x.ds)/2], x.ds[len(x.ds)*99/100], x.ds[len(x.ds)-1], len(x.ds))
+	}
+}
+
+// Rate limits whose span is short next to a round trip, or whose burst is
+// one slow emission, are granted (they once waited for ever: the span
+// reserved had passed, or was one emission short, when the answer came).
+func TestRateSpansOutliveTheRoundTrip(t *testing.T) {
+	_, c := newRedis(t)
+	a := newEngine(t, c)
+	for _, tc := range []struct {
+		key string
+		l   engine.Limit
+		n   int
+	}{
+		{"slow-burst-1", engine.Rate(1, time.Minute, 1), 1},
+		{"fast", engine.Rate(1_000_000_000, time.Second, 1<<20), 10_000},
+		{"fast-small-burst", engine.Rate(1_000_000, time.Second, 10), 1},
+	} {
+		if err := a.Register(ctx, tc.key, tc.l); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a failure, not a hang
+		for i := range tc.n {
+			d, err := a.Consume(cctx, tc.key, 1)
+			if err != nil || !d.Allowed {
+				cancel()
+				t.Fatalf("%s: Consume %d: %+v %v", tc.key, i, d, err)
+			}
+		}
+		cancel()
 	}
 }
