@@ -92,7 +92,11 @@ func TestKillProcesses(t *testing.T) {
 	_, c := newRedis(t)
 	eng := newEngine(t, c)
 	const chunk, q = 256, 16_384
-	const perKilled = chunk
+	// What a killed process held (at most a chunk), plus the grants its
+	// 16 goroutines had made and not written yet when it died: those were
+	// taken from the pool, but no client heard of them, so they count in
+	// the shortfall though they were granted, one per goroutine at most.
+	const perKilled = chunk + 16
 	env := []string{"ALLOT_ADDR=" + c.Options().Addr, "ALLOT_CHUNK=" + strconv.Itoa(chunk),
 		"ALLOT_NOW=" + strconv.FormatInt(time.Date(2026, 12, 1, 10, 30, 0, 0, time.UTC).UnixNano(), 10)}
 	var worst, sumShort, sumKilled int64
@@ -141,7 +145,7 @@ func TestKillProcesses(t *testing.T) {
 			t.Fatalf("cycle %d (%s): over-grant: %d granted, quota %d", cycle, kind, total, q)
 		}
 		if bound := int64(len(killed)) * perKilled; short > bound {
-			t.Fatalf("cycle %d (%s): shortfall %d above %d killed × MaxChunk = %d", cycle, kind, short, len(killed), bound)
+			t.Fatalf("cycle %d (%s): shortfall %d above %d killed × (MaxChunk + 16 unwritten grants) = %d", cycle, kind, short, len(killed), bound)
 		}
 		worst, sumShort, sumKilled = max(worst, short), sumShort+short, sumKilled+int64(len(killed))
 	}
