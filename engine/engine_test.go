@@ -770,3 +770,67 @@ func TestRevokeAndWaitAfterRotate(t *testing.T) {
 	d, _, _ = eng.Admit(ctx, "old", 1)
 	require.Equal(t, engine.Revoked, d.Reason)
 }
+
+// AppendDecisionLimits reports the limit a decision describes as the
+// decision saw it, not as it is a moment later; a grant on a key of one
+// limit is answered from the decision alone, under the limits it was
+// decided under, without an allocation.
+func TestAppendDecisionLimits(t *testing.T) {
+	eng := newEngine(t)
+	require.NoError(t, eng.Register(ctx, "one", engine.Credits(10)))
+	d, err := eng.Consume(ctx, "one", 3)
+	require.NoError(t, err)
+	require.True(t, d.Allowed)
+	_, err = eng.Consume(ctx, "one", 2) // moves the counter after d
+	require.NoError(t, err)
+	buf := make([]engine.LimitStatus, 0, engine.MaxLimits)
+	ls, err := eng.AppendDecisionLimits(buf, "one", d)
+	require.NoError(t, err)
+	require.Len(t, ls, 1)
+	require.Equal(t, [2]int64{10, 7}, [2]int64{ls[0].Limit.Quota(), ls[0].Remaining})
+	now, err := eng.AppendLimits(buf, "one")
+	require.NoError(t, err)
+	require.Equal(t, int64(5), now[0].Remaining, "AppendLimits reads the key now")
+	require.Zero(t, testing.AllocsPerRun(100, func() { _, _ = eng.AppendDecisionLimits(buf[:0], "one", d) }))
+
+	// Under the limits it was decided under, after a change.
+	require.NoError(t, eng.SetLimits(ctx, "one", engine.Credits(100)))
+	ls, err = eng.AppendDecisionLimits(buf[:0], "one", d)
+	require.NoError(t, err)
+	require.Len(t, ls, 1)
+	require.Equal(t, [2]int64{10, 7}, [2]int64{ls[0].Limit.Quota(), ls[0].Remaining})
+
+	// Several limits: the decision's one as it saw it, the others now.
+	hour := engine.PerWindow(100, time.Hour)
+	require.NoError(t, eng.Register(ctx, "two", engine.Credits(5), hour))
+	d, err = eng.Consume(ctx, "two", 1)
+	require.NoError(t, err)
+	require.Equal(t, 0, d.LimitIndex, "the credits are the tighter")
+	_, err = eng.Consume(ctx, "two", 1)
+	require.NoError(t, err)
+	ls, err = eng.AppendDecisionLimits(buf[:0], "two", d)
+	require.NoError(t, err)
+	require.Len(t, ls, 2)
+	require.Equal(t, [2]int64{5, 4}, [2]int64{ls[0].Limit.Quota(), ls[0].Remaining})
+	require.Equal(t, hour.Quota(), ls[1].Limit.Quota())
+	require.Equal(t, int64(98), ls[1].Remaining, "read now")
+
+	// A denial is answered like AppendLimits, with its own view.
+	for range 3 {
+		_, err = eng.Consume(ctx, "two", 1)
+		require.NoError(t, err)
+	}
+	d, err = eng.Consume(ctx, "two", 1)
+	require.NoError(t, err)
+	require.Equal(t, engine.Exhausted, d.Reason)
+	ls, err = eng.AppendDecisionLimits(buf[:0], "two", d)
+	require.NoError(t, err)
+	require.Equal(t, int64(0), ls[0].Remaining)
+	require.Equal(t, int64(95), ls[1].Remaining)
+
+	// A key the engine does not hold, and bad input, as AppendLimits.
+	_, err = eng.AppendDecisionLimits(nil, "nobody", engine.Decision{})
+	require.ErrorIs(t, err, engine.ErrUnknownKey)
+	_, err = eng.AppendDecisionLimits(nil, "", engine.Decision{})
+	require.ErrorIs(t, err, engine.ErrInvalidKey)
+}

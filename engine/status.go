@@ -34,6 +34,31 @@ func (e *Engine) AppendLimits(dst []LimitStatus, key string) ([]LimitStatus, err
 	return s.Limits, nil
 }
 
+// AppendDecisionLimits appends to dst the state of key's limits as seen by
+// d, a decision on key: what the RateLimit fields of d's response describe.
+// The limit d describes is reported as d saw it (Remaining, ResetAfter), not
+// as a second read finds it a moment later, when other calls may have moved
+// it; the others are read as AppendLimits reads them. For a grant on a key
+// of one limit, the answer comes from d alone: no lookup, no clock read, no
+// error, and the limits are the ones d was decided under, even if SetLimits
+// has changed them since.
+func (e *Engine) AppendDecisionLimits(dst []LimitStatus, key string, d Decision) ([]LimitStatus, error) {
+	if st := d.st; st != nil && d.Allowed {
+		if ls := st.limits(); len(ls) == 1 && d.LimitIndex == 0 {
+			return append(dst, LimitStatus{Limit: ls[0].Limit, Remaining: d.Remaining, ResetAfter: d.ResetAfter}), nil
+		}
+	}
+	n := len(dst)
+	dst, err := e.AppendLimits(dst, key)
+	if err != nil {
+		return dst, err
+	}
+	if i := n + d.LimitIndex; i < len(dst) && dst[i].Limit.Quota() == d.Limit {
+		dst[i].Remaining, dst[i].ResetAfter = d.Remaining, d.ResetAfter
+	}
+	return dst, nil
+}
+
 // status is Status of a map key: a raw key, or a recovered record's.
 func (e *Engine) status(dst []LimitStatus, key string) (Status, error) {
 	if e.closed.Load() {

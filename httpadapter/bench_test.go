@@ -54,6 +54,10 @@ func BenchmarkNetHTTP(b *testing.B) {
 		eng := benchEngine(b, engine.PerWindow(engine.MaxWindowQuota, 1000*time.Hour))
 		benchServe(b, httpadapter.Middleware(eng)(benchApp), r, http.StatusOK)
 	})
+	b.Run("middleware-decision-context", func(b *testing.B) {
+		eng := benchEngine(b, engine.PerWindow(engine.MaxWindowQuota, 1000*time.Hour))
+		benchServe(b, httpadapter.Middleware(eng, httpadapter.WithDecisionContext(true))(benchApp), r, http.StatusOK)
+	})
 	b.Run("middleware-credits", func(b *testing.B) {
 		eng := benchEngine(b, engine.Credits(engine.MaxCredits))
 		benchServe(b, httpadapter.Middleware(eng)(benchApp), r, http.StatusOK)

@@ -13,10 +13,12 @@ import (
 // RateLimit fields describe, a grant (Allowed), or with WithShadow an
 // Exhausted denial that was let through; and the request's Admission. The
 // middleware calls the Admission's Done when the handler returns: the
-// handler must not. ok is false if the middleware let no request through
-// with this context: a request exempted by WithSkip, one let through by
-// WithFailOpen without a decision, or a context that never went through
-// the middleware. It does not allocate.
+// handler must not. The middleware must be made with
+// WithDecisionContext(true), or WithShadow(true), which implies it. ok is
+// false if the middleware let no request through with this context: a
+// middleware without that option, a request exempted by WithSkip, one let
+// through by WithFailOpen without a decision, or a context that never went
+// through the middleware. It does not allocate.
 func DecisionFrom(ctx context.Context) (d engine.Decision, adm engine.Admission, ok bool) {
 	return core.FromContext(ctx)
 }

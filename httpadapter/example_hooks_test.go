@@ -19,7 +19,7 @@ func ExampleDecisionFrom() {
 	defer eng.Close()
 	_ = eng.Register(context.Background(), "key-c", engine.Credits(100))
 
-	h := httpadapter.Middleware(eng)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := httpadapter.Middleware(eng, httpadapter.WithDecisionContext(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, _, _ := httpadapter.DecisionFrom(r.Context())
 		fmt.Fprintf(w, "%d credits left", d.Remaining)
 	}))

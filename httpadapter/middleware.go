@@ -32,9 +32,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
-	// One allocation holds the decision, the context that carries it and
-	// the response writer.
-	q, req, ok := core.Begin[responseWriter](h.g, w, r)
+	// The Ticket stays on the stack; one allocation holds the response
+	// writer (and, with WithDecisionContext, the context that carries the
+	// decision and the request passed on).
+	var t core.Ticket
+	q, req, ok := core.Begin[responseWriter](h.g, w, r, &t)
 	if !ok {
 		return
 	}
@@ -43,7 +45,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	panicked := true
 	defer func() {
 		status, hijacked := rw.result()
-		q.Finish(status, hijacked, panicked)
+		t.Finish(status, hijacked, panicked)
 	}()
 	h.next.ServeHTTP(rw, req)
 	panicked = false

@@ -123,9 +123,11 @@ func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
 
 // An admitted request costs two allocations: the middleware's state (its
-// decision, the context that carries it, the writer and the request passed
-// on) and the fields' values; one without the RateLimit fields, none for a
-// skipped request. DecisionFrom allocates nothing.
+// decision and the writer, and with WithDecisionContext the context that
+// carries the decision and the request passed on) and the fields' values;
+// one without the RateLimit fields, none for a skipped request.
+// DecisionFrom allocates nothing; without WithDecisionContext it finds no
+// decision.
 func TestMiddlewareAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
@@ -145,8 +147,10 @@ func TestMiddlewareAllocations(t *testing.T) {
 		allocs float64
 		decide bool
 	}{
-		{"default", nil, 2, true},
-		{"no fields", []httpadapter.Option{httpadapter.WithRateLimitHeaders(false)}, 1, true},
+		{"default", nil, 2, false},
+		{"decision context", []httpadapter.Option{httpadapter.WithDecisionContext(true)}, 2, true},
+		{"no fields", []httpadapter.Option{httpadapter.WithRateLimitHeaders(false)}, 1, false},
+		{"no fields, decision context", []httpadapter.Option{httpadapter.WithRateLimitHeaders(false), httpadapter.WithDecisionContext(true)}, 1, true},
 		{"skipped", []httpadapter.Option{httpadapter.WithSkip(func(*http.Request) bool { return true })}, 0, false},
 	} {
 		h := httpadapter.Middleware(eng, c.opts...)(app)

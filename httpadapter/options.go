@@ -107,7 +107,8 @@ func WithSkip(skip func(*http.Request) bool) Option {
 // to the handler instead of answering 429, without Retry-After and without
 // calling the WithDenyHandler function. Nothing is granted to such a
 // request: it spends no units and gets no refund. Its handler can tell it
-// from a grant with DecisionFrom (Allowed false, Reason engine.Exhausted),
+// from a grant with DecisionFrom (Allowed false, Reason engine.Exhausted;
+// WithShadow implies WithDecisionContext(true)),
 // and the engine counts it, with engine.WithCounting, in Stats.Exhausted
 // and in Stats.ShadowDenied (engine.Engine.CountShadowDenied). It is not an
 // admitted request: RevokeAndWait does not wait for it.
@@ -118,6 +119,17 @@ func WithSkip(skip func(*http.Request) bool) Option {
 // would let any client in. Off by default.
 func WithShadow(on bool) Option {
 	return func(c *core.Config) { c.Shadow = on }
+}
+
+// WithDecisionContext sets whether the handler can read its request's
+// decision with DecisionFrom: the middleware then passes it a shallow copy
+// of the request (r.WithContext) whose context carries the decision, as
+// any middleware that adds a context value does. The copy costs the size
+// of an http.Request, about 300 bytes, per request let through, which is
+// why it is off by default. WithShadow turns it on, for a handler behind
+// shadow mode needs DecisionFrom to tell a shadow denial from a grant.
+func WithDecisionContext(on bool) Option {
+	return func(c *core.Config) { c.DecisionContext = on }
 }
 
 // WithRateLimitHeaders sets whether the middleware sets the draft's

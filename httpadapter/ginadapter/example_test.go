@@ -62,6 +62,7 @@ func Example_hooks() {
 
 	r := gin.New()
 	r.Use(ginadapter.Middleware(eng,
+		httpadapter.WithDecisionContext(true),
 		httpadapter.WithSkip(func(r *http.Request) bool { return r.URL.Path == "/healthz" }),
 		httpadapter.WithDenyHandler(func(w http.ResponseWriter, _ *http.Request, d httpadapter.Denial) {
 			w.Header().Set("Content-Type", "application/json")

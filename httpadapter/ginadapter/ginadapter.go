@@ -16,8 +16,9 @@
 // does not count. The middleware wraps c.Writer, to see the hijack, while
 // the rest of the chain runs.
 //
-// The hooks work as in package httpadapter: a handler reads its decision
-// with httpadapter.DecisionFrom(c.Request.Context()), for c.Request is a
+// The hooks work as in package httpadapter: with
+// httpadapter.WithDecisionContext(true), a handler reads its decision with
+// httpadapter.DecisionFrom(c.Request.Context()), for c.Request is then a
 // shallow copy of the request whose context carries it (the middleware
 // puts the original back once the chain has run, as it does c.Writer); a
 // WithDenyHandler function writes to c.Writer, and the request is aborted
@@ -46,7 +47,8 @@ func Middleware(eng *engine.Engine, opts ...httpadapter.Option) gin.HandlerFunc 
 		if g.Skip(c.Request) {
 			return // the chain goes on, untouched
 		}
-		q, req, ok := core.Begin[writer](g, c.Writer, c.Request)
+		var t core.Ticket
+		q, req, ok := core.Begin[writer](g, c.Writer, c.Request, &t)
 		if !ok {
 			// Begin has written the refusal, like c.AbortWithStatusJSON
 			// would, with its own content type.
@@ -61,9 +63,9 @@ func Middleware(eng *engine.Engine, opts ...httpadapter.Option) gin.HandlerFunc 
 		defer func() {
 			c.Writer, c.Request = w.ResponseWriter, orig
 			if w.hijacked {
-				q.Finish(w.sent, true, panicked)
+				t.Finish(w.sent, true, panicked)
 			} else {
-				q.Finish(w.Status(), false, panicked)
+				t.Finish(w.Status(), false, panicked)
 			}
 		}()
 		c.Next()

@@ -57,7 +57,7 @@ func TestWriterWrapper(t *testing.T) {
 		c.Next()
 		outerAfter, reqAfter = c.Writer, c.Request
 		status, size = c.Writer.Status(), c.Writer.Size()
-	}, ginadapter.Middleware(eng))
+	}, ginadapter.Middleware(eng, httpadapter.WithDecisionContext(true)))
 	r.GET("/", func(c *gin.Context) {
 		inner = c.Request
 		_, _, decided = httpadapter.DecisionFrom(c.Request.Context())

@@ -57,7 +57,7 @@ func testFieldsMatchDecision(t *testing.T, mk New) {
 	const quota = goroutines * each
 	eng := NewEngine(t)
 	register(t, eng, "key", engine.Credits(quota))
-	h := mk(eng, &decisionApp{})
+	h := mk(eng, &decisionApp{}, httpadapter.WithDecisionContext(true))
 	var mu sync.Mutex
 	seen := make(map[int64]int, quota)
 	var wg sync.WaitGroup

@@ -64,7 +64,7 @@ func testDecisionFrom(t *testing.T, mk New) {
 		admOK = ok && adm != engine.Admission{}
 		inFlight = eng.InFlight("key")
 		app.ServeHTTP(w, r)
-	}))
+	}), httpadapter.WithDecisionContext(true))
 	for i := range 3 {
 		type ctxKey struct{}
 		parent := context.WithValue(context.Background(), ctxKey{}, "caller's")
@@ -96,9 +96,19 @@ func testDecisionFrom(t *testing.T, mk New) {
 	_, _, ok = httpadapter.DecisionFrom(none)
 	assert.False(t, ok, "a nil context is answered, not a panic")
 
+	// Without WithDecisionContext, the handler gets the request as it came,
+	// and DecisionFrom finds no decision.
+	plain := &decisionApp{}
+	register(t, eng, "key-plain", engine.Credits(1))
+	r := get("key-plain", "/")
+	require.Equal(t, http.StatusOK, serve(mk(eng, plain), r).Code)
+	s := plain.last(t)
+	assert.False(t, s.ok, "no decision without the option")
+	assert.Same(t, r, s.req, "the handler gets the request itself")
+
 	// A request let through by fail-open has no decision.
 	require.NoError(t, eng.Close())
-	rec := serve(mk(eng, app, httpadapter.WithFailOpen(true)), get("key", "/"))
+	rec := serve(mk(eng, app, httpadapter.WithFailOpen(true), httpadapter.WithDecisionContext(true)), get("key", "/"))
 	require.Equal(t, http.StatusOK, rec.Code)
 	assert.False(t, app.last(t).ok)
 }
@@ -281,7 +291,7 @@ func testSkip(t *testing.T, mk New) {
 	register(t, eng, "key", engine.Credits(1))
 	app := &decisionApp{}
 	skip := httpadapter.WithSkip(func(r *http.Request) bool { return r.URL.Path == "/healthz" })
-	h := mk(eng, app, skip)
+	h := mk(eng, app, skip, httpadapter.WithDecisionContext(true))
 	for _, key := range []string{"", "key", "nope"} {
 		for range 3 {
 			rec := serve(h, get(key, "/healthz"))

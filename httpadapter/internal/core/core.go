@@ -51,6 +51,9 @@ type Config struct {
 	Deny func(w http.ResponseWriter, r *http.Request, status int, d engine.Decision, err error)
 	// NoRateLimit leaves out the RateLimit and RateLimit-Policy fields.
 	NoRateLimit bool
+	// DecisionContext passes the handler a shallow copy of the request
+	// whose context carries the decision (FromContext). Shadow implies it.
+	DecisionContext bool
 }
 
 // Guard runs the middleware's logic for one engine and configuration. It is
@@ -69,6 +72,7 @@ type Guard struct {
 	shadow    bool
 	deny      func(http.ResponseWriter, *http.Request, int, engine.Decision, error)
 	rateLimit bool   // set the RateLimit and RateLimit-Policy fields
+	carry     bool   // pass the handler a request whose context carries the decision
 	challenge string // WWW-Authenticate for a missing key
 	invalid   string // WWW-Authenticate for a bad key
 	ambiguous string // WWW-Authenticate for several different keys
@@ -98,6 +102,7 @@ func New[O ~func(*Config)](eng *engine.Engine, opts ...O) *Guard {
 		shadow:    c.Shadow,
 		deny:      c.Deny,
 		rateLimit: !c.NoRateLimit,
+		carry:     c.DecisionContext || c.Shadow,
 	}
 	if g.clock == nil {
 		g.clock = time.Now
@@ -138,27 +143,36 @@ func quote(s string) string {
 
 // Ticket is a request let through to the handler: Finish ends it. The
 // Ticket of a request let through by fail-open has no Guard, and a Finish
-// that does nothing.
+// that does nothing. The adapter keeps it on its stack: it is never
+// written after Begin, so a copy of it is as good as the original.
 type Ticket struct {
 	g   *Guard
 	key string
 	d   engine.Decision // a grant, or with Shadow an Exhausted denial
 	adm engine.Admission
-	// vals backs the header values of the rate-limit fields, and ctx is
-	// the request's context that carries the Ticket (FromContext): both
-	// live in the adapter's one allocation per request.
-	vals [2]string
-	ctx  decisionCtx
 }
 
-// Request is a request let through to the handler: its Ticket and A, the
-// adapter's own state (its response writer), in one allocation.
+// Request is the state of a request let through to the handler that must
+// live on the heap, in one allocation: A, the adapter's own (its response
+// writer), and vals, which backs the header values of the rate-limit
+// fields.
 type Request[A any] struct {
-	Ticket
-	A A
-	// req is the request passed on: a shallow copy of the incoming one,
-	// with its context, made by r.WithContext, copied in here so that its
-	// own allocation does not escape.
+	A    A
+	vals [2]string
+}
+
+// carried is a Request whose handler gets a request that carries the
+// decision (Config.DecisionContext), in the same one allocation: t is a
+// copy of the request's Ticket, ctx the request's context, which carries t
+// (FromContext), and req the request passed on, a shallow copy of the
+// incoming one with ctx, made by r.WithContext and copied in here so that
+// its own allocation does not escape. It costs the size of an
+// http.Request and a Ticket (about 400 bytes) per request, which is why it
+// is an option.
+type carried[A any] struct {
+	Request[A]
+	t   Ticket
+	ctx decisionCtx
 	req http.Request
 }
 
@@ -201,13 +215,14 @@ func (t *Ticket) Finish(status int, hijacked, panicked bool) {
 func (g *Guard) Skip(r *http.Request) bool { return g.skip != nil && g.skip(r) }
 
 // Begin decides on r. If the request may go on to the handler, Begin has
-// set the rate-limit fields on w's header and returns the Request, with
-// the adapter's A zero, and the request to pass on, whose context carries
-// the decision (FromContext); the caller runs the handler and then calls
+// filled t and set the rate-limit fields on w's header, and returns the
+// Request, with the adapter's A zero, and the request to pass on: with DecisionContext
+// (or Shadow) a copy whose context carries the decision (FromContext),
+// otherwise r itself; the caller runs the handler and then calls
 // Finish. Otherwise Begin has written the refusal to w (status, fields and
 // problem body, or whatever the Deny function wrote) and returns false: the
 // handler must not run.
-func Begin[A any](g *Guard, w http.ResponseWriter, r *http.Request) (*Request[A], *http.Request, bool) {
+func Begin[A any](g *Guard, w http.ResponseWriter, r *http.Request, t *Ticket) (*Request[A], *http.Request, bool) {
 	if g.eng == nil {
 		if g.failOpen {
 			return new(Request[A]), r, true
@@ -275,8 +290,14 @@ func Begin[A any](g *Guard, w http.ResponseWriter, r *http.Request) (*Request[A]
 		g.refuse(w, r, http.StatusUnauthorized, g.invalid, bodyUnknownKey, &d, nil)
 		return nil, nil, false
 	}
-	q := new(Request[A])
-	t := &q.Ticket
+	var q *Request[A]
+	var c *carried[A]
+	if g.carry {
+		c = new(carried[A])
+		q = &c.Request
+	} else {
+		q = new(Request[A])
+	}
 	t.g, t.key, t.d, t.adm = g, key, d, adm
 	if g.rateLimit || g.legacy {
 		var buf [engine.MaxLimits]engine.LimitStatus
@@ -284,11 +305,15 @@ func Begin[A any](g *Guard, w http.ResponseWriter, r *http.Request) (*Request[A]
 		if g.rateLimit {
 			ls = g.limits(buf[:0], key, &d)
 		}
-		g.setFields(w.Header(), ls, &d, false, t.vals[:])
+		g.setFields(w.Header(), ls, &d, false, q.vals[:])
 	}
-	t.ctx = decisionCtx{Context: r.Context(), t: t}
-	q.req = *r.WithContext(&t.ctx)
-	return q, &q.req, true
+	if c == nil {
+		return q, r, true
+	}
+	c.t = *t
+	c.ctx = decisionCtx{Context: r.Context(), t: &c.t}
+	c.req = *r.WithContext(&c.ctx)
+	return q, &c.req, true
 }
 
 // exhausted refuses a request a limit denied: 429, with the rate-limit
@@ -305,7 +330,7 @@ func (g *Guard) exhausted(w http.ResponseWriter, r *http.Request, key string, n 
 		g.deny(w, r, http.StatusTooManyRequests, *d, nil)
 		return
 	}
-	writeBody(w, http.StatusTooManyRequests, exceededBody(ls, n, d))
+	writeBody(w, http.StatusTooManyRequests, exceededBody(ls, n, d), "")
 }
 
 // refuse answers a refusal other than a 429: it sets the WWW-Authenticate
@@ -313,12 +338,12 @@ func (g *Guard) exhausted(w http.ResponseWriter, r *http.Request, key string, n 
 // decision (the zero Decision if d is nil) and err, or without one writes
 // the problem body.
 func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, status int, challenge string, body []byte, d *engine.Decision, err error) {
+	if g.deny == nil {
+		writeBody(w, status, body, challenge)
+		return
+	}
 	if challenge != "" {
 		w.Header()["Www-Authenticate"] = []string{challenge}
-	}
-	if g.deny == nil {
-		writeBody(w, status, body)
-		return
 	}
 	var dec engine.Decision
 	if d != nil {
@@ -332,10 +357,7 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, status int, chall
 // as a second read finds it a moment later (other requests may have moved
 // it since).
 func (g *Guard) limits(dst []engine.LimitStatus, key string, d *engine.Decision) []engine.LimitStatus {
-	ls, _ := g.eng.AppendLimits(dst, key)
-	if i := d.LimitIndex; i < len(ls) && ls[i].Limit.Quota() == d.Limit {
-		ls[i].Remaining, ls[i].ResetAfter = d.Remaining, d.ResetAfter
-	}
+	ls, _ := g.eng.AppendDecisionLimits(dst, key, *d)
 	return ls
 }
 
@@ -452,12 +474,18 @@ func (c *candidates) addQuery(q, name string) error {
 	return nil
 }
 
-// writeBody writes a problem response.
-func writeBody(w http.ResponseWriter, status int, body []byte) {
+// writeBody writes a problem response, with the WWW-Authenticate challenge
+// if it is not empty. Its fields' values share one allocation: a refusal
+// of a flood of bad keys costs one.
+func writeBody(w http.ResponseWriter, status int, body []byte, challenge string) {
 	h := w.Header()
-	h["Content-Type"] = []string{"application/problem+json"}
-	h["Cache-Control"] = []string{"no-store"}
-	h["X-Content-Type-Options"] = []string{"nosniff"}
+	v := &[4]string{"application/problem+json", "no-store", "nosniff", challenge}
+	h["Content-Type"] = v[0:1:1]
+	h["Cache-Control"] = v[1:2:2]
+	h["X-Content-Type-Options"] = v[2:3:3]
+	if challenge != "" {
+		h["Www-Authenticate"] = v[3:4:4]
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }

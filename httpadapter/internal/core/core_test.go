@@ -235,8 +235,8 @@ func TestDecisionContext(t *testing.T) {
 	type key struct{}
 	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
 	tk := &Ticket{g: &Guard{}, d: engine.Decision{Allowed: true, Reason: engine.OK, Remaining: 7}}
-	tk.ctx = decisionCtx{Context: parent, t: tk}
-	var ctx context.Context = &tk.ctx
+	dc := &decisionCtx{Context: parent, t: tk}
+	var ctx context.Context = dc
 	type other struct{}
 	child, stop := context.WithCancel(context.WithValue(ctx, other{}, 1))
 	defer stop()
@@ -245,7 +245,7 @@ func TestDecisionContext(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, int64(7), d.Remaining)
 	assert.Equal(t, "v", child.Value(key{}))
-	assert.Equal(t, "context.Background.WithValue(core.key, v).WithCancel.WithValue(allot decision)", tk.ctx.String())
+	assert.Equal(t, "context.Background.WithValue(core.key, v).WithCancel.WithValue(allot decision)", dc.String())
 	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _, ok = FromContext(child) }))
 
 	cancel()
@@ -255,7 +255,6 @@ func TestDecisionContext(t *testing.T) {
 	_, _, ok = FromContext(context.Background())
 	assert.False(t, ok)
 	fo := &Ticket{} // fail-open: no Guard
-	fo.ctx = decisionCtx{Context: context.Background(), t: fo}
-	_, _, ok = FromContext(&fo.ctx)
+	_, _, ok = FromContext(&decisionCtx{Context: context.Background(), t: fo})
 	assert.False(t, ok)
 }
