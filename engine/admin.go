@@ -267,6 +267,23 @@ func seal(ent *entry) (revoked bool, vals []uint64) {
 	return w&revokedBit != 0, vals
 }
 
+// freeze seals ent for Close, as seal does, without reading its values or
+// allocating: a key of one limit needs only the CAS, for every other writer
+// of its word CASes it too; a key with several limits, or a rotated-out
+// key, takes its mutex, so that a Consume that holds it finishes first.
+func freeze(ent *entry) {
+	if ent.multi() || ent.kind() == 0 {
+		ent.st.mu.Lock()
+		defer ent.st.mu.Unlock()
+	}
+	for {
+		w := atomic.LoadUint64(&ent.word)
+		if w&sealedBit != 0 || atomic.CompareAndSwapUint64(&ent.word, w, w|sealedBit) {
+			return
+		}
+	}
+}
+
 // unseal undoes seal after a failed change. Nothing else writes a sealed
 // word, so a plain store is safe.
 func unseal(ent *entry) {

@@ -92,12 +92,17 @@
 // I8. Committer rounds (commit.go). One goroutine writes to the Store.
 // Records of live entries are built when a round starts, from memory, so a
 // later round never writes an older state of a key; administrative records
-// go whole in one Save. Close writes every key exactly after sealing them.
-// The committer knows the engine only through commitEnv (save, the clock,
-// an iterator of every record for Close, the lease options): it never
-// calls back into the engine's state. Guarded by TestStoreRoundTrip,
+// go whole in one Save. Close writes every key exactly after sealing them,
+// but in lease mode it leaves out a key the store holds already as it is
+// (durable, recover.go): not queued, no write of it dropped because it was
+// sealed, every value at its hard mark, and no Save failed since the
+// engine started (a failure may have landed all the same). The committer
+// knows the engine only through commitEnv (save, the clock, an iterator of
+// the records for Close, the lease options): it never calls back into the
+// engine's state. Guarded by TestStoreRoundTrip,
 // TestExactModeSurvivesCrash, TestRevokeIsDurableAtOnce,
-// TestLeaseOptionsZeroTakesDefaults.
+// TestLeaseOptionsZeroTakesDefaults, TestCloseWritesQueuedRefund,
+// TestCloseAfterFailedSaveWritesAll, persist's TestCloseWritesOnlyChanged.
 //
 // I9. Arithmetic in range. Every value a constructor accepts keeps every
 // state inside its word for any time in [MinTime, MaxTime): Rate bursts

@@ -104,7 +104,13 @@ type keyState struct {
 	chain chainInfo
 
 	queued atomic.Bool // in the committer's next round; set under its mutex
-	want   int64       // guarded by the committer's mutex
+	// unsaved is set by a change the store may not hold whatever the
+	// marks say: a refund, which lowers a hard mark without a write (its
+	// record may be refused once Close has begun), or a round that took
+	// the key but wrote nothing, for it was sealed. Close then writes the
+	// key (see durable). It is never cleared: that costs a write at Close.
+	unsaved atomic.Bool
+	want    int64 // guarded by the committer's mutex
 	// Owned by the committer goroutine.
 	chunk, lastReserve int64
 	id                 *KeyID // the key's digest, once the committer needed it
@@ -333,7 +339,10 @@ func (e *Engine) findLocal(key string) (*entry, error) {
 
 // Close ends the engine: later calls return ErrClosed. With a Store, it
 // writes every key as it is, giving back the unused part of every
-// reservation, so that a restart loses nothing, then closes the store.
+// reservation, so that a restart loses nothing, then closes the store. In
+// lease mode it leaves out the keys the store holds already as they are
+// (used, refunded or changed by no call since they were last written),
+// unless a Save has failed since New.
 // Close waits for administrative calls in flight. It is idempotent: calls
 // after the first return ErrClosed.
 func (e *Engine) Close() error {
@@ -347,10 +356,17 @@ func (e *Engine) Close() error {
 	}
 	// Freeze every counter: a Consume in flight either got its CAS in
 	// before (and is written below) or sees the seal and returns ErrClosed.
-	e.m.Range(func(_ string, ent *entry) bool {
-		seal(ent)
-		return true
-	})
+	// In lease mode the last round freezes each key as it reaches it, in
+	// the same pass that writes it (records): no Consume there waits for a
+	// round after its CAS. In exact mode one does (and takes its grant
+	// back if the round fails), and a Pool gives back from every key, so
+	// every key is frozen before the last round starts.
+	if e.exact || e.pool != nil {
+		e.m.Range(func(_ string, ent *entry) bool {
+			freeze(ent)
+			return true
+		})
+	}
 	close(e.c.stop)
 	<-e.c.stopped
 	err := e.c.flushErr

@@ -25,6 +25,7 @@ type faultStore struct {
 	entered chan struct{} // receives once for each Save that starts waiting
 	release chan struct{} // closed (or sent to) to let held Saves go on
 	fail    error         // the next Saves fail with it
+	landed  error         // the next Saves land, then report it (a failure that wrote all the same)
 }
 
 func newFaultStore() *faultStore {
@@ -37,7 +38,7 @@ func (s *faultStore) Load(ctx context.Context, fn func(engine.Record) error) err
 
 func (s *faultStore) Save(ctx context.Context, recs ...engine.Record) error {
 	s.mu.Lock()
-	hold, rel, fail := s.hold, s.release, s.fail
+	hold, rel, fail, landed := s.hold, s.release, s.fail, s.landed
 	s.mu.Unlock()
 	if hold {
 		s.entered <- struct{}{}
@@ -46,7 +47,10 @@ func (s *faultStore) Save(ctx context.Context, recs ...engine.Record) error {
 	if fail != nil {
 		return fail
 	}
-	return s.inner.Save(ctx, recs...)
+	if err := s.inner.Save(ctx, recs...); err != nil || landed == nil {
+		return err
+	}
+	return landed
 }
 
 func (s *faultStore) Close() error { return s.inner.Close() }

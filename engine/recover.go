@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"iter"
 	"math"
 	"sync/atomic"
 	"time"
@@ -52,15 +53,52 @@ func recordOf(ent *entry, id KeyID, leased bool) Record {
 }
 
 // records yields the record of every key as it is, reservations given back
-// (a forwarding entry has none of its own). Close's last round writes them,
-// after sealing every entry, so nothing moves under it.
-func (e *Engine) records(yield func(Record) bool) {
-	e.m.Range(func(key string, ent *entry) bool {
-		if ent.st.alias != nil && ent.st.alias.forward {
-			return true
+// (a forwarding entry has none of its own); with all false, only those of
+// the keys that are not durable. Close's last round writes them: it freezes
+// each entry before it reads it (in exact mode Close has frozen them all
+// already), so nothing moves under it. Close holds the admin lock, so no
+// entry is published meanwhile.
+func (e *Engine) records(all bool) iter.Seq[Record] {
+	return func(yield func(Record) bool) {
+		e.m.Range(func(key string, ent *entry) bool {
+			freeze(ent)
+			if ent.st.alias != nil && ent.st.alias.forward {
+				return true
+			}
+			if !all && durable(ent) {
+				return true
+			}
+			return yield(recordOf(ent, idOfKey(key), false))
+		})
+	}
+}
+
+// durable reports, in lease mode and when no Save has failed, whether the
+// store holds ent's record already as Close would write it, so that Close
+// may leave it out. That is so when ent is not queued for a write (the last
+// round leaves the flag of the keys it took), not unsaved (refunded since
+// the restart, whose record Close may already refuse to queue, or dropped
+// by a round because it was sealed), and every value is at its hard
+// mark: the store holds the hard marks of a live entry, for a reservation's
+// record carries them (and the marks are raised only once it is durable),
+// and a restart loads every value as its hard mark. Every other change (a
+// registration, a revocation, a rotation and its alias, a deletion) is
+// written before its call returns.
+func durable(ent *entry) bool {
+	if ent.st.queued.Load() || ent.st.unsaved.Load() {
+		return false
+	}
+	if ent.st.alias != nil {
+		return true
+	}
+	var vals [MaxLimits]uint64
+	snapshot(ent, &vals)
+	for i := range ent.st.limits() {
+		if vals[i] != atomic.LoadUint64(&ent.marks(i).Hard) {
+			return false
 		}
-		return yield(recordOf(ent, idOfKey(key), false))
-	})
+	}
+	return true
 }
 
 // load reads every record of the store into the map under its ID.

@@ -126,6 +126,7 @@ func (e *Engine) refunded(ent *entry, i int, l *quota.Limit, old, nv uint64) {
 		return
 	}
 	if e.leased {
+		ent.st.unsaved.Store(true)
 		m := ent.marks(i)
 		for {
 			h := atomic.LoadUint64(&m.Hard)
