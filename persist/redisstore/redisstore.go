@@ -101,7 +101,9 @@ const events = "allot:events"
 const maxExact = 1<<53 - 1
 
 // Store is an engine.Pool on Redis. Create it with New; it is safe for
-// concurrent use. Close does not close the client.
+// concurrent use. Close does not close the client. A Store serves one
+// engine (engine.New refuses a second with engine.ErrStoreInUse): for
+// several engines in one process, make a Store for each, on one client.
 type Store struct {
 	c      redis.UniversalClient
 	holder string // this store's name among a key's holders
