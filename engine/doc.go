@@ -137,6 +137,12 @@
 // TestProcessesShareOneQuota and TestRevokeAcrossEngines in
 // persist/redisstore.
 //
+// I12. One engine per Store. New claims its Store (a comparable one: any
+// pointer) and Close releases it; New refuses a Store that serves another
+// engine with ErrStoreInUse, for two engines on one Store would each write
+// over the other's reservations and grant them again. Guarded by
+// TestStoreServesOneEngine.
+//
 // The files, from the bottom up. internal/quota: the arithmetic of one limit
 // and its lease marks; pure: being below engine it cannot import it, and
 // quota.TestImportsStandardLibraryOnly keeps it on the standard library.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,6 +226,15 @@ func New(opts ...Option) (*Engine, error) {
 		if err := lo.validate(); err != nil {
 			return nil, err
 		}
+		if !claim(e.store) {
+			return nil, fmt.Errorf("%w: close the engine it serves first, or open a store of its own", ErrStoreInUse)
+		}
+		ok := false
+		defer func() {
+			if !ok {
+				release(e.store)
+			}
+		}()
 		e.exact, e.leased = lo.Exact, !lo.Exact
 		env := commitEnv{save: e.store.Save, now: e.now, clockErr: e.clockErr,
 			every: e.records, log: e.log, leased: e.leased, opts: lo}
@@ -240,9 +250,29 @@ func New(opts ...Option) (*Engine, error) {
 		if err := e.load(context.Background()); err != nil {
 			return nil, err
 		}
+		ok = true
 		go e.c.run()
 	}
 	return e, nil
+}
+
+// inUse holds the Stores that serve an engine (New claims, Close releases):
+// one Store serves one engine at a time. A Store whose dynamic type is not
+// comparable cannot be told from another, and is not checked.
+var inUse sync.Map
+
+func claim(st Store) bool {
+	if !reflect.TypeOf(st).Comparable() {
+		return true
+	}
+	_, loaded := inUse.LoadOrStore(st, struct{}{})
+	return !loaded
+}
+
+func release(st Store) {
+	if reflect.TypeOf(st).Comparable() {
+		inUse.Delete(st)
+	}
 }
 
 // now returns the time in ns since the epoch: the injected clock, or the wall
@@ -370,7 +400,9 @@ func (e *Engine) Close() error {
 	close(e.c.stop)
 	<-e.c.stopped
 	err := e.c.flushErr
-	if cerr := e.store.Close(); err == nil && cerr != nil {
+	cerr := e.store.Close()
+	release(e.store)
+	if err == nil && cerr != nil {
 		err = wrapStore("close", cerr)
 	}
 	return err

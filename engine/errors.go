@@ -40,6 +40,10 @@ var (
 	ErrClock = errors.New("allot: clock out of range")
 	// ErrStore wraps a failure of the engine's Store.
 	ErrStore = errors.New("allot: store failed")
+	// ErrStoreInUse is returned by New for a Store that serves another
+	// engine, until that engine is closed: two engines on one Store
+	// would each take the other's reservations for their own.
+	ErrStoreInUse = errors.New("allot: the store serves another engine")
 )
 
 // storeError is a Store's error wrapped in ErrStore. It reads

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -350,4 +351,44 @@ func TestLeaseRefundIsWritten(t *testing.T) {
 			require.GreaterOrEqual(t, left, int64(700)-lo.MaxChunk, "the refund was lost in the crash")
 		})
 	}
+}
+
+// One Store serves one engine at a time: a second engine on it would take
+// the first's reservations for its own and grant them again. New refuses
+// it, and changes nothing: the first engine goes on, and once it is closed
+// the Store may serve another (a failed New releases it too).
+func TestStoreServesOneEngine(t *testing.T) {
+	st := newMemStore()
+	first, err := engine.New(engine.WithStore(st))
+	require.NoError(t, err)
+	require.NoError(t, first.Register(ctx, "k", engine.Credits(10)))
+
+	second, err := engine.New(engine.WithStore(st))
+	require.ErrorIs(t, err, engine.ErrStoreInUse)
+	require.Nil(t, second)
+	require.True(t, strings.HasPrefix(err.Error(), "allot: "), err.Error())
+	d, err := first.Consume(ctx, "k", 1)
+	require.NoError(t, err)
+	require.True(t, d.Allowed, "the first engine goes on")
+
+	// A New that fails for another reason releases the store at once.
+	other := newMemStore()
+	other.loadErr = errors.New("disk gone")
+	_, err = engine.New(engine.WithStore(other))
+	require.ErrorIs(t, err, engine.ErrStore)
+	other.loadErr = nil
+	again, err := engine.New(engine.WithStore(other))
+	require.NoError(t, err)
+	require.NoError(t, again.Close())
+
+	require.NoError(t, first.Close())
+	st.mu.Lock()
+	st.closed = false // a store that can be opened again
+	st.mu.Unlock()
+	next, err := engine.New(engine.WithStore(st))
+	require.NoError(t, err, "free once the engine it served is closed")
+	defer next.Close()
+	s, err := next.Status("k")
+	require.NoError(t, err)
+	require.Equal(t, int64(9), s.Limits[0].Remaining)
 }

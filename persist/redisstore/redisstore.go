@@ -23,8 +23,12 @@
 //     never exceed what the limits allow, since each grants only from units
 //     Redis reserved for it. A crashed process loses at most what it held:
 //     per limit of each key in use, one chunk. The under-grant at any time
-//     is at most the number of live engines times the chunk, per limit.
-//     Rate limits and windows compare times on each engine's own clock:
+//     is at most the number of live engines times the chunk, per limit of
+//     Credits and windows. A Rate limit can lose more while engines
+//     contend on its key: an engine holds one span of the arrival time, so
+//     when it reserves again after another engine has reserved past it,
+//     the unused rest of its span is lost (up to half a chunk each time).
+//     Such a key grants less than its rate, never more. Rate limits and windows compare times on each engine's own clock:
 //     engines whose clocks differ by d can exceed a Rate limit by at most
 //     d × rate, and a window by what its edge moves in d.
 //   - Linearizable revocation across processes: every reservation carries
@@ -101,7 +105,9 @@ const events = "allot:events"
 const maxExact = 1<<53 - 1
 
 // Store is an engine.Pool on Redis. Create it with New; it is safe for
-// concurrent use. Close does not close the client.
+// concurrent use. Close does not close the client. A Store serves one
+// engine (engine.New refuses a second with engine.ErrStoreInUse): for
+// several engines in one process, make a Store for each, on one client.
 type Store struct {
 	c      redis.UniversalClient
 	holder string // this store's name among a key's holders
