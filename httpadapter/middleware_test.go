@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -123,12 +122,12 @@ func (w *nopWriter) Header() http.Header         { return w.h }
 func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
 
-// An admitted request costs one allocation: the middleware's state (the
-// writer, the fields' values and their bytes, and with WithDecisionContext
-// the context that carries the decision and the request passed on); a
-// skipped request none. DecisionFrom allocates nothing; without
-// WithDecisionContext it finds no decision. The fields of a key whose
-// RateLimit values outgrow the room kept for them cost a second one.
+// An admitted request costs two allocations: the middleware's state (its
+// decision and the writer, and with WithDecisionContext the context that
+// carries the decision and the request passed on) and the fields' values;
+// one without the RateLimit fields, none for a skipped request.
+// DecisionFrom allocates nothing; without WithDecisionContext it finds no
+// decision.
 func TestMiddlewareAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
@@ -148,8 +147,8 @@ func TestMiddlewareAllocations(t *testing.T) {
 		allocs float64
 		decide bool
 	}{
-		{"default", nil, 1, false},
-		{"decision context", []httpadapter.Option{httpadapter.WithDecisionContext(true)}, 1, true},
+		{"default", nil, 2, false},
+		{"decision context", []httpadapter.Option{httpadapter.WithDecisionContext(true)}, 2, true},
 		{"no fields", []httpadapter.Option{httpadapter.WithRateLimitHeaders(false)}, 1, false},
 		{"no fields, decision context", []httpadapter.Option{httpadapter.WithRateLimitHeaders(false), httpadapter.WithDecisionContext(true)}, 1, true},
 		{"skipped", []httpadapter.Option{httpadapter.WithSkip(func(*http.Request) bool { return true })}, 0, false},
@@ -162,43 +161,5 @@ func TestMiddlewareAllocations(t *testing.T) {
 		})
 		assert.Equal(t, c.allocs, got, c.name)
 		assert.Equal(t, c.decide, decided, c.name)
-	}
-
-	// Fields that outgrow the room kept for them cost a second
-	// allocation, and read the same. The values of both kinds stay
-	// intact once the request is over.
-	require.NoError(t, eng.Register(context.Background(), "long", engine.Credits(1_000_000).Named("credits-of-the-account"),
-		engine.PerWindow(1_000_000, time.Hour).Named("requests-per-hour-of-the-account"),
-		engine.PerMonth(1_000_000).Named("requests-per-month-of-the-account")))
-	long := request()
-	long.Header.Set("X-API-Key", "long")
-	h := httpadapter.Middleware(eng)(app)
-	h.ServeHTTP(w, long)
-	assert.Equal(t, 2.0, testing.AllocsPerRun(100, func() {
-		clear(w.h)
-		h.ServeHTTP(w, long)
-	}), "long fields")
-	for _, c := range []struct {
-		req         *http.Request
-		limits, len int
-	}{{r, 1, 0}, {long, 3, 129}} {
-		hw := &nopWriter{h: http.Header{}}
-		h.ServeHTTP(hw, c.req)
-		policy, limits := adaptertest.CheckFields(t, hw.h)
-		require.Len(t, policy, c.limits)
-		require.Len(t, limits, c.limits)
-		saved := http.Header{}
-		for k, vs := range hw.h {
-			for _, v := range vs {
-				saved[k] = append(saved[k], strings.Clone(v)) // its own bytes
-			}
-		}
-		runtime.GC() // the request's allocation is garbage now, but for the header's values
-		for range 100 {
-			clear(w.h)
-			h.ServeHTTP(w, long) // reuses memory freed by the GC, if any were
-		}
-		require.Equal(t, saved, hw.h, "the fields' values are intact once the request is over")
-		require.GreaterOrEqual(t, len(hw.h.Get("RateLimit")+hw.h.Get("RateLimit-Policy")), c.len)
 	}
 }

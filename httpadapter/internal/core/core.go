@@ -154,19 +154,12 @@ type Ticket struct {
 
 // Request is the state of a request let through to the handler that must
 // live on the heap, in one allocation: A, the adapter's own (its response
-// writer), and vals and mem, which back the header values of the
-// rate-limit fields (their slices and their bytes: RateLimit-Policy and
-// RateLimit of a key with one or two limits fit in mem).
+// writer), and vals, which backs the header values of the rate-limit
+// fields.
 type Request[A any] struct {
 	A    A
 	vals [2]string
-	mem  [fieldBytes]byte
 }
-
-// fieldBytes is the room Request keeps for the bytes of its fields: the
-// RateLimit-Policy and RateLimit values of a key with one limit take about
-// 50 bytes, of two about 100.
-const fieldBytes = 128
 
 // carried is a Request whose handler gets a request that carries the
 // decision (Config.DecisionContext), in the same one allocation: t is a
@@ -312,7 +305,7 @@ func Begin[A any](g *Guard, w http.ResponseWriter, r *http.Request, t *Ticket) (
 		if g.rateLimit {
 			ls = g.limits(buf[:0], key, &d)
 		}
-		g.setFields(w.Header(), ls, &d, false, q.vals[:], q.mem[:])
+		g.setFields(w.Header(), ls, &d, false, q.vals[:])
 	}
 	if c == nil {
 		return q, r, true
@@ -332,7 +325,7 @@ func (g *Guard) exhausted(w http.ResponseWriter, r *http.Request, key string, n 
 	if g.rateLimit || g.deny == nil {
 		ls = g.limits(buf[:0], key, d)
 	}
-	g.setFields(w.Header(), ls, d, true, nil, nil)
+	g.setFields(w.Header(), ls, d, true, nil)
 	if g.deny != nil {
 		g.deny(w, r, http.StatusTooManyRequests, *d, nil)
 		return

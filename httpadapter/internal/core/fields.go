@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-	"unsafe"
 
 	"github.com/allot-go/allot/engine"
 )
@@ -131,11 +130,9 @@ const maxFields = 6
 // Retry-After for a denial (refused) that waiting cures, and the legacy
 // X-RateLimit-* fields if enabled. All values are built in one buffer and
 // stored as substrings of one string, with vals as the backing array of
-// their slices if it is long enough (else one is made), and mem as the
-// string's bytes if they fit (else the string is allocated): no allocation
-// with both, one or two without. vals and mem must not be written again:
-// the header's values alias them.
-func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Decision, refused bool, vals []string, mem []byte) {
+// their slices if it is long enough (else one is made): one allocation, or
+// two, in all.
+func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Decision, refused bool, vals []string) {
 	var arr [768]byte
 	b := arr[:0]
 	var ends [maxFields]int
@@ -173,13 +170,7 @@ func (g *Guard) setFields(h http.Header, ls []engine.LimitStatus, d *engine.Deci
 	if k == 0 {
 		return
 	}
-	var s string
-	if len(b) <= len(mem) {
-		n := copy(mem, b)
-		s = unsafe.String(unsafe.SliceData(mem), n)
-	} else {
-		s = string(b)
-	}
+	s := string(b)
 	if len(vals) < k {
 		vals = make([]string, k)
 	}
