@@ -73,6 +73,35 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 				return Decision{Reason: Exhausted, Limit: q, Remaining: max(q-int64(w), 0)}, nil
 			}
 		}
+		if ent.qm>>multiShift == (pooledBit|uint64(KindCredits)<<kindShift)>>multiShift {
+			// The same for a Pool's Credits key (consumePooled, which
+			// decides every other case): a grant also needs the lease
+			// live, a denial too but on the coarse clock.
+			w := atomic.LoadUint64(&ent.word)
+			q := ent.quota()
+			nw := w + uint64(n)
+			if mono := e.mono(); w&flagBits == 0 && nw <= uint64(q) && mono < ent.st.until.Load() {
+				// Read the word again after the clock: the CAS then
+				// races others no longer than without a lease.
+				w = atomic.LoadUint64(&ent.word)
+				nw = w + uint64(n)
+				if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.Hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+					if nw > atomic.LoadUint64(&ent.lease.Soft) || mono >= ent.st.renew.Load() {
+						e.c.ask(ent)
+					}
+					if c := e.count; c != nil {
+						c.granted.Inc()
+						c.units.Add(n)
+					}
+					return Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, nil
+				}
+			} else if w&flagBits == 0 && nw > uint64(q) && e.coarse.Load() < ent.st.until.Load() {
+				if c := e.count; c != nil {
+					c.exhausted.Inc()
+				}
+				return Decision{Reason: Exhausted, Limit: q, Remaining: max(q-int64(w), 0)}, nil
+			}
+		}
 		d, st := e.consume(ent, n)
 		switch st {
 		case badClock:
@@ -195,6 +224,9 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 	if ent.multi() {
 		return e.consumeMulti(ent, n)
 	}
+	if ent.qm&pooledBit != 0 {
+		return e.consumePooled(ent, n)
+	}
 	l := ent.lim0()
 	var now int64
 	if l.Kind != quota.Credits {
@@ -226,6 +258,60 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 			return d, done
 		}
 	}
+}
+
+// consumePooled runs one Consume on a Credits key of one limit of an engine
+// with a Pool: the CAS of a single-limit key, granted only while the lease
+// on what this engine holds is live on its monotonic clock. It takes no
+// lock: applyReservation, which moves the word, first drops the hard mark
+// to 0, so that a Consume that read the old word with the old mark fails
+// its CAS, and one that read the new word sees the new mark or none (see
+// applyReservation). A Consume that read the lease before invalidate ended
+// it may still grant from it: it began before the news arrived, so it may
+// be ordered before the Revoke or change (whose call had not returned).
+func (e *Engine) consumePooled(ent *entry, n int64) (Decision, outcome) {
+	q := ent.quota()
+	for {
+		w := atomic.LoadUint64(&ent.word)
+		if w&flagBits != 0 {
+			if w&revokedBit != 0 {
+				return Decision{Reason: Revoked}, done
+			}
+			return Decision{}, sealed
+		}
+		nw := w + uint64(n)
+		if nw > uint64(q) {
+			if e.coarse.Load() >= ent.st.until.Load() {
+				// Perhaps old news (a TopUp elsewhere): ask again
+				// before denying.
+				return Decision{}, needLease
+			}
+			return Decision{Reason: Exhausted, Limit: q, Remaining: max(q-int64(w), 0)}, done
+		}
+		mono := e.mono()
+		if nw > atomic.LoadUint64(&ent.lease.Hard) || mono >= ent.st.until.Load() {
+			if e.settled(ent, w, nw) {
+				continue
+			}
+			return Decision{}, needLease
+		}
+		if atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+			if nw > atomic.LoadUint64(&ent.lease.Soft) || mono >= ent.st.renew.Load() {
+				e.c.ask(ent)
+			}
+			return Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, done
+		}
+	}
+}
+
+// settled waits for an applyReservation of ent in progress (it holds the
+// key's mutex), and reports whether a retry of consumePooled may now grant
+// what it could not: the word moved, or its marks and lease now cover nw.
+func (e *Engine) settled(ent *entry, w, nw uint64) bool {
+	ent.st.mu.Lock()
+	h, until := atomic.LoadUint64(&ent.lease.Hard), ent.st.until.Load()
+	ent.st.mu.Unlock()
+	return atomic.LoadUint64(&ent.word) != w || nw <= h && e.mono() < until
 }
 
 // decision builds the Decision of limit i's result r; a grant of n units
@@ -281,7 +367,12 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 				low = low || l.Low(vals[i], atomic.LoadUint64(&m.Soft))
 			}
 		}
-		if e.pool != nil && e.mono() >= st.until.Load() {
+		var mono int64
+		if e.pool != nil {
+			mono = e.monoAt(now)
+			low = low || mono >= st.renew.Load() // keep the lease of a key in use
+		}
+		if e.pool != nil && mono >= st.until.Load() {
 			// The lease on what this engine holds has run out: grant
 			// nothing from it, and deny nothing on what may be old news
 			// (a TopUp or Reset elsewhere), before asking the pool again.

@@ -126,14 +126,24 @@
 // persist by TestDeleteSurvivesKill, TestCrashMix).
 //
 // I11. Pools (pool.go). With a Store that is a Pool, shared by engines in
-// several processes, every entry takes its key's mutex; a value is in the
-// pool's terms, and a unit is granted only below a hard mark set from the
-// pool's answer and before the end of the lease on it (counted on the
-// monotonic clock from before the request). applyReservation moves the
-// value and the mark together under the mutex, so what the engine may
-// grant is exactly what the pool reserved for it and it has not granted.
-// Revoke returns only after the pool says no other holder's lease is live.
-// Guarded, against a real redis-server, by TestSharedCreditsExact,
+// several processes, a value is in the pool's terms, and a unit is granted
+// only below a hard mark set from the pool's answer and before the end of
+// the lease on it (counted on the monotonic clock from before the
+// request). A key with several limits, or one Rate or window limit, takes
+// its mutex, under which applyReservation moves the values and marks
+// together. A Credits key of one limit grants by CAS without it
+// (consumePooled): applyReservation first drops the hard mark to 0, then
+// moves the word by CAS (recomputed from the word it replaces, so no grant
+// is lost), then sets the new mark; a Consume that read the old word fails
+// its CAS, one that reads the new word sees the new mark or 0. So what the
+// engine may grant is exactly what the pool reserved for it and it has not
+// granted. A grant after half a lease asks for a reservation in the
+// background, which renews the lease (for a Rate limit still holding half
+// its span, it asks for no new span, which would cost the rest of this
+// one). Revoke returns only after the pool says no other holder's lease is
+// live. Guarded, against a real redis-server, by TestSharedCreditsExact,
+// TestPooledCreditsUnderReservations (chunks that outlast a round trip,
+// refunds, and every engine's give-back counted exactly),
 // TestProcessesShareOneQuota and TestRevokeAcrossEngines in
 // persist/redisstore.
 //

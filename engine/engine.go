@@ -46,6 +46,12 @@ type Engine struct {
 	pool   Pool                        // the Store, if it is a Pool (shared with other engines)
 	neg    negCache                    // keys the Pool did not know (with a Pool only)
 	ids    *xsync.MapOf[KeyID, string] // with a Pool: the raw key of each ID held
+	// coarse is the monotonic clock as a ticker last read it (with a Pool:
+	// every coarseTick, from New to Close). It is never ahead of the
+	// clock, so a lease it finds live may have just ended: a denial on
+	// it may be old news for at most that lag more, never a grant.
+	coarse     atomic.Int64
+	coarseStop chan struct{}
 
 	closed atomic.Bool
 	admin  sync.RWMutex // held shared by administrative calls, exclusively by Close
@@ -64,7 +70,7 @@ type Engine struct {
 type entry struct {
 	word   uint64      // flags and the value of limit 0; atomic access only
 	st     *keyState   // immutable apart from its counters, marks and mutex
-	qm     uint64      // limit 0: quota | multi<<multiShift | kind<<kindShift; kind 0: rotated out
+	qm     uint64      // limit 0: quota | multi<<multiShift | kind<<kindShift | pooledBit; kind 0: rotated out
 	period int64       // limit 0: window length or rate interval, ns
 	lease  quota.Marks // limit 0 of a single-limit key; atomic access only
 }
@@ -73,9 +79,14 @@ const (
 	kindShift  = 56
 	multiShift = 55
 	quotaMask  = 1<<multiShift - 1
+	// pooledBit marks a Credits key of one limit of an engine with a Pool:
+	// it grants by CAS as other single-limit keys do, and checks its lease
+	// on the monotonic clock first (consumePooled).
+	pooledBit = 1 << 63
+	kindMask  = 0x7f
 )
 
-func (ent *entry) kind() Kind   { return Kind(ent.qm >> kindShift) }
+func (ent *entry) kind() Kind   { return Kind(ent.qm >> kindShift & kindMask) }
 func (ent *entry) multi() bool  { return ent.qm>>multiShift&1 != 0 }
 func (ent *entry) quota() int64 { return int64(ent.qm & quotaMask) }
 
@@ -121,6 +132,9 @@ type keyState struct {
 	// engine's monotonic clock, ns since New; 0: none).
 	base  []uint64
 	until atomic.Int64
+	// renew is when a grant asks for a reservation in the background, so
+	// that a key in use keeps its lease (half the lease after the last).
+	renew atomic.Int64
 	stale atomic.Bool // changed elsewhere: read the key again (reload)
 	// inval counts the Pool's news of the key (invalidate): a reservation
 	// asked for before the last of them gives no lease, since the engine
@@ -252,6 +266,11 @@ func New(opts ...Option) (*Engine, error) {
 		}
 		ok = true
 		go e.c.run()
+		if e.pool != nil {
+			e.coarse.Store(e.mono())
+			e.coarseStop = make(chan struct{})
+			go e.tickCoarse()
+		}
 	}
 	return e, nil
 }
@@ -396,6 +415,9 @@ func (e *Engine) Close() error {
 			freeze(ent)
 			return true
 		})
+	}
+	if e.coarseStop != nil {
+		close(e.coarseStop)
 	}
 	close(e.c.stop)
 	<-e.c.stopped

@@ -66,7 +66,10 @@ type Pool interface {
 	// calls fn with the ID of a key another engine registered, revoked or
 	// changed, if it learns of it (messages may be lost: the leases keep
 	// the guarantees, fn only makes them fast). When fn returns, the
-	// engine grants nothing more of the key from what it held, and it
+	// engine grants nothing more of the key from what it held (a Consume
+	// that had read the lease before may still finish its grant: it
+	// began before the news, so before the call that sent it returned),
+	// and it
 	// has forgotten a negative answer about it: the pool may tell the
 	// engine that asked (for a Revoke, a change) that this holder has let
 	// go of the key.
@@ -176,6 +179,33 @@ type negCache struct{ m *xsync.MapOf[KeyID, int64] }
 const negMax = 1 << 16
 
 func (e *Engine) mono() int64 { return int64(time.Since(e.mono0)) }
+
+// coarseTick is how often the coarse clock is read: what a denial of a
+// Pool's Credits key may lag a lease's end by.
+const coarseTick = 5 * time.Millisecond
+
+func (e *Engine) tickCoarse() {
+	t := time.NewTicker(coarseTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			e.coarse.Store(e.mono())
+		case <-e.coarseStop:
+			return
+		}
+	}
+}
+
+// monoAt returns the monotonic clock at now, a reading of e.now: without
+// WithClock the two are one reading (now is wall0 plus the monotonic
+// clock), which saves a clock read.
+func (e *Engine) monoAt(now int64) int64 {
+	if e.clock == nil {
+		return now - e.wall0
+	}
+	return e.mono()
+}
 
 // fetch asks the Pool for key, which the engine does not hold, and
 // publishes its entry; nil if the pool does not know it either. The caller
@@ -417,6 +447,12 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 			// later Consume's clock; a fast rate's chunk can be
 			// shorter than a round trip).
 			r.Want[i] = uint64(span + max(s.period, int64(minPoolSlack), min(2*c.rtt.Load(), int64(maxPoolSlack))))
+			if held := int64(r.From[i]) - max(int64(vals[i]), now); 2*held >= span {
+				// Half the span or more is still ahead: renew the lease
+				// only. A new span would cost the rest of this one if
+				// another engine has reserved past it.
+				r.Want[i] = 0
+			}
 		} else {
 			// The chunk less what this engine still holds, as in
 			// lease mode without a Pool: it never holds more than a
@@ -461,26 +497,40 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 	for i := range st.limits() {
 		s := &st.limits()[i]
 		l := s.lim()
-		var v uint64
-		if i == 0 {
-			v = atomic.LoadUint64(&ent.word) & quota.ValueMask
-		} else {
-			v = st.ms.more[i-1].Load()
-		}
 		m := ent.marks(i)
 		cur := atomic.LoadUint64(&m.Hard)
+		if i == 0 && !ent.multi() {
+			// A pooled key of one limit (consumePooled) takes no lock:
+			// no Consume may pair the new word with the old mark, or
+			// the old word with the new one and succeed. With the mark
+			// at 0 none grants; one that read the old word before
+			// fails its CAS below once the word moves (and if it does
+			// not move, the old word and mark still hold).
+			atomic.StoreUint64(&m.Hard, 0)
+		}
 		from, start, hard := r.From[i], r.Start[i], r.Hard[i]
-		var nv, nh uint64
+		var nh uint64
+		var move func(v uint64) uint64
 		switch l.Kind {
 		case quota.Credits:
-			nv = shift(v, start, from)
+			move = func(v uint64) uint64 { return shift(v, start, from) }
 			nh = hard - min(hard, from-min(from, cur)) // less what was refunded since
 		case quota.Rate:
-			if start <= from {
-				nv = v // contiguous: what this engine held is still its own
+			switch {
+			case start <= from:
+				move = func(v uint64) uint64 { return v } // contiguous: what this engine held is still its own
 				nh = hard - min(hard, from-min(from, cur))
-			} else {
-				nv = max(v, start) // another engine reserved in between: the rest is lost
+			case r.Want[i] == 0:
+				// A renewal of the lease only (reservation): what this
+				// engine held is still its own.
+				move = func(v uint64) uint64 { return v }
+				nh = cur
+				// The pool's arrival time is past this engine's end (the
+				// span between is another's): a base at this end, which
+				// is not the pool's arrival time, gives nothing back.
+				r.Hard[i] = cur
+			default:
+				move = func(v uint64) uint64 { return max(v, start) } // another engine reserved in between: the rest is lost
 				nh = hard
 			}
 		default:
@@ -493,17 +543,22 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 				}
 				return x & quota.UsedMask
 			}
-			nv = tag<<quota.TagShift | min(shift(cnt(v), start&quota.UsedMask, cnt(from)), quota.UsedMask)
+			move = func(v uint64) uint64 {
+				return tag<<quota.TagShift | min(shift(cnt(v), start&quota.UsedMask, cnt(from)), quota.UsedMask)
+			}
 			nh = tag<<quota.TagShift | hard&quota.UsedMask - min(hard&quota.UsedMask, cnt(from)-min(cnt(from), cnt(cur)))
 		}
+		var nv uint64
 		if i == 0 {
 			for {
 				w := atomic.LoadUint64(&ent.word)
+				nv = move(w & quota.ValueMask)
 				if atomic.CompareAndSwapUint64(&ent.word, w, w&flagBits|nv) {
 					break
 				}
 			}
 		} else {
+			nv = move(st.ms.more[i-1].Load())
 			st.ms.more[i-1].Store(nv)
 		}
 		atomic.StoreUint64(&m.Hard, nh)
@@ -524,6 +579,7 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 	}
 	st.base = r.Hard
 	if !r.Revoked && st.inval.Load() == r.inval {
+		st.renew.Store(t0 + int64(r.Lease/2))
 		st.until.Store(t0 + int64(r.Lease-leaseMargin(r.Lease)))
 	}
 }

@@ -537,3 +537,80 @@ func TestRateSpansOutliveTheRoundTrip(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestPooledCreditsUnderReservations: a Credits key of one limit grants by
+// CAS without the key's mutex, while the engine's committer moves its word
+// and marks for each reservation. With chunks of 1 to 4 units, four engines
+// reserve again all the time, with 16 goroutines each that consume and
+// refund. Nothing is granted beyond the quota; and once every engine has
+// closed (each gives back what it holds), Redis counts as spent exactly the
+// units granted and not refunded.
+func TestPooledCreditsUnderReservations(t *testing.T) {
+	_, c := newRedis(t)
+	const q = 1_000_000
+	opts := engine.WithLease(engine.LeaseOptions{MinChunk: 4096, MaxChunk: 65536})
+	engs := make([]*engine.Engine, 4)
+	for i := range engs {
+		st, err := redisstore.New(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if engs[i], err = engine.New(engine.WithStore(st), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := engs[0].Register(ctx, "k", engine.Credits(q)); err != nil {
+		t.Fatal(err)
+	}
+	var granted, refunded atomic.Int64
+	var wg sync.WaitGroup
+	for i, eng := range engs {
+		for g := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; ; j++ {
+					d, err := eng.Consume(ctx, "k", 1)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if !d.Allowed {
+						return
+					}
+					granted.Add(1)
+					if (i+g+j)%7 == 0 && j < 200 {
+						if err := eng.Refund(ctx, "k", d, 1); err != nil {
+							t.Error(err)
+							return
+						}
+						refunded.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	net := granted.Load() - refunded.Load()
+	if net > q {
+		t.Fatalf("granted %d, refunded %d: %d net, more than the quota %d", granted.Load(), refunded.Load(), net, q)
+	}
+	for _, eng := range engs {
+		if err := eng.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := newEngine(t, c)
+	if d, err := fresh.Consume(ctx, "k", q+1); err != nil || d.Allowed { // reads the key from Redis
+		t.Fatalf("%+v %v", d, err)
+	}
+	s, err := fresh.Status("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spent := q - s.Limits[0].Remaining; spent != net {
+		t.Fatalf("Redis counts %d spent after every engine closed, want the %d granted and not refunded (%d granted, %d refunded)",
+			spent, net, granted.Load(), refunded.Load())
+	}
+	t.Logf("granted %d, refunded %d; Redis counts %d spent of %d", granted.Load(), refunded.Load(), net, q)
+}
