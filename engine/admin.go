@@ -431,7 +431,7 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 	}
 	defer e.endAdmin()
 	if e.pool != nil {
-		return errShared("rotate")
+		return e.rotateShared(ctx, oldKey, newKey, grace)
 	}
 	if e.held(oldKey) == nil {
 		return fmt.Errorf("%w: rotate", ErrUnknownKey)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,16 @@ type Pool interface {
 	// changes and Change returns that error. A key the pool does not
 	// hold under reg gives an error matching ErrUnknownKey.
 	Change(ctx context.Context, id KeyID, reg uint64, f func(Record) (Record, error)) error
+	// Rotate rotates r.Old, the head of its chain, to r.New (see
+	// Rotation), and returns once no other engine can grant through a key
+	// of the chain on what it read before: every holder of the chain's
+	// reservations has let go, or its lease has run out. A name the pool
+	// holds gives an error matching ErrKeyExists; r.Old unknown under
+	// r.Registration ErrUnknownKey, rotated out ErrRotated, revoked
+	// ErrKeyRevoked, ending a full chain ErrRotationChain. On an error
+	// nothing changed, except when it says the rotation landed (then only
+	// the wait for the other holders failed).
+	Rotate(ctx context.Context, r Rotation) error
 	// Watch is called once, by New, before any other method: the pool
 	// calls fn with the ID of a key another engine registered, revoked or
 	// changed, if it learns of it (messages may be lost: the leases keep
@@ -219,7 +230,7 @@ func (e *Engine) fetch(ctx context.Context, key string) (*entry, error) {
 	if err != nil {
 		return nil, wrapStore("lookup", err)
 	}
-	if !ok || rec.RotatedTo != nil {
+	if !ok {
 		if e.neg.m.Size() >= negMax {
 			e.neg.m.Clear()
 		}
@@ -256,6 +267,13 @@ func (e *Engine) pooledEntry(rec Record, revoked bool) (entry, error) {
 	}
 	id := rec.ID
 	st := &keyState{plan: e.intern(specs), reg: rec.Registration, id: &id}
+	if rec.RotatedTo != nil {
+		until := int64(math.MaxInt64)
+		if !rec.GraceUntil.IsZero() {
+			until = rec.GraceUntil.UnixNano()
+		}
+		st.link = &poolLink{head: *rec.RotatedTo, until: until}
+	}
 	return e.newEntry(st, rec.Revoked || revoked, vals, now), nil
 }
 
@@ -314,8 +332,11 @@ func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f f
 	if ent == nil {
 		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
 	}
-	if ent.kind() == 0 {
+	if ent.kind() == 0 || ent.st.link != nil && !del {
 		return fmt.Errorf("%w: %s", ErrRotated, op)
+	}
+	if ent.st.link != nil {
+		return errShared("delete of a rotated-out key")
 	}
 	now := e.now()
 	if now < 0 {
@@ -350,6 +371,8 @@ func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f f
 		switch {
 		case ferr != nil:
 			return ferr
+		case errors.Is(err, ErrRotated):
+			return fmt.Errorf("%w: %s", ErrRotated, op) // rotated elsewhere meanwhile
 		case errors.Is(err, ErrUnknownKey), ctx.Err() != nil && errors.Is(err, ctx.Err()):
 			return fmt.Errorf("allot: %s: %w", op, err)
 		}
