@@ -261,9 +261,12 @@ func (s *Store) create(ctx context.Context, recs []engine.Record) error {
 		switch {
 		case err != nil:
 			err = fmt.Errorf("allot: redis: register: %w", err)
+		case out == "exists" && s.clearDeadPointer(ctx, recs[i].ID):
+			err = s.create(ctx, recs[i:i+1]) // the name was a dead chain's pointer
 		case out == "exists":
 			err = fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
 		default:
+			s.forget(recs[i].ID)
 			s.vers.Store(recs[i].ID, "1")
 			pipe.Publish(context.WithoutCancel(ctx), events, hex.EncodeToString(recs[i].ID[:]))
 		}

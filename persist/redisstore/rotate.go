@@ -244,6 +244,33 @@ func (s *Store) notifyOthers(p, id engine.KeyID) {
 	}
 }
 
+// clearDeadPointer removes key id's hash if it is a pointer to a pool
+// that is gone or is another registration now (a Delete of the chain that
+// did not remove all its pointers): no Rotate can list it any more, so its
+// name is free. It reports whether it removed one. A pointer to a live
+// pool that does not list it (a Rotate that stopped between its writes)
+// stays: the Rotate called again finishes it.
+func (s *Store) clearDeadPointer(ctx context.Context, id engine.KeyID) bool {
+	f, _, err := s.hash(ctx, id)
+	if err != nil {
+		return false
+	}
+	p, ok := parseID(f["pool"])
+	if !ok {
+		return false
+	}
+	h, _ := hashKey(p)
+	var reg *redis.StringCmd
+	if err := s.run(ctx, func(pipe redis.Pipeliner) { reg = pipe.HGet(ctx, h, "reg") }); err != nil || reg.Val() == f["preg"] {
+		return false
+	}
+	preg, err := strconv.ParseUint(f["preg"], 10, 64)
+	if err != nil {
+		return false
+	}
+	return s.unpoint(ctx, id, p, preg)
+}
+
 // Rotate rotates r.Old, the head of its chain, to r.New (see engine.Pool):
 // first r.New's pointer to the chain's pool, then one script on the pool
 // makes r.New the head, gives r.Old its deadline and bumps the version, so
@@ -333,11 +360,13 @@ func (s *Store) point(ctx context.Context, id, p engine.KeyID, reg uint64) (crea
 
 // unpoint removes key id's pointer to pool p of registration reg, if it
 // is that; best effort.
-func (s *Store) unpoint(ctx context.Context, id, p engine.KeyID, reg uint64) {
+func (s *Store) unpoint(ctx context.Context, id, p engine.KeyID, reg uint64) bool {
 	h, _ := hashKey(id)
-	_ = s.run(ctx, func(pipe redis.Pipeliner) {
-		unpointScript.EvalSha(ctx, pipe, []string{h}, hex.EncodeToString(p[:]), strconv.FormatUint(reg, 10))
+	var res *redis.Cmd
+	err := s.run(ctx, func(pipe redis.Pipeliner) {
+		res = unpointScript.EvalSha(ctx, pipe, []string{h}, hex.EncodeToString(p[:]), strconv.FormatUint(reg, 10))
 	})
+	return err == nil && res.Val() == "ok"
 }
 
 // rotate runs the rotate script on pool p, waiting while a change of the

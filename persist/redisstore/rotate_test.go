@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/allot-go/allot/engine"
+	"github.com/allot-go/allot/internal/redistest"
 	"github.com/allot-go/allot/persist/redisstore"
 	"github.com/redis/go-redis/v9"
 )
@@ -564,4 +565,99 @@ func TestRotateDelete(t *testing.T) {
 			t.Fatalf("%s registered again: granted %d, want 3", k, got)
 		}
 	}
+}
+
+// TestRotateDeleteCrashed: a Delete of a chain that stopped after removing
+// the pool, before removing the pointers, leaves pointers to nothing: they
+// read as unknown, and their names can be registered.
+func TestRotateDeleteCrashed(t *testing.T) {
+	_, c := newRedis(t)
+	clk := newClock()
+	a, b := twoEngines(t, c, clk)
+	if err := a.Register(ctx, "p0", engine.Credits(100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rotate(ctx, "p0", "p1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// What the Delete's commit does; the pointer of p1 stays.
+	if err := c.Del(ctx, redisHash("p0"), redisHash("p0")+":h").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Exists(ctx, redisHash("p1")).Result(); err != nil || n != 1 {
+		t.Fatalf("p1's pointer: %d %v", n, err)
+	}
+	fresh := newEngine(t, c, clk.option())
+	want(t, fresh, "p1", engine.UnknownKey)
+	if err := b.Register(ctx, "p1", engine.Credits(5)); err != nil {
+		t.Fatalf("Register over a dead chain's pointer: %v", err)
+	}
+	if got := sum(consumeUses(t, 2, use{b, "p1"}, use{fresh, "p1"})); got != 5 {
+		t.Fatalf("p1 registered again: granted %d, want 5", got)
+	}
+}
+
+// TestRotateCluster: on a Cluster of three masters, a chain whose keys
+// live in different slots (and masters): the new key and the old one draw
+// on one quota in both engines; Revoke of the old link, then of the head,
+// stops them in the other engine once it returns.
+func TestRotateCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, redistest.Always)
+	ca, cb := cl.Client(), cl.Client()
+	if err := redisstore.Initialize(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock()
+	opts := []engine.Option{clk.option(), engine.WithLease(engine.LeaseOptions{MinChunk: 8, MaxChunk: chunk})}
+	lease := []redisstore.Option{redisstore.WithLease(200 * time.Millisecond)}
+	a := newEngineWith(t, ca, lease, opts...)
+	b := newEngineWith(t, cb, lease, opts...)
+	// Three names on three masters.
+	names := []string{}
+	masters := map[string]bool{}
+	for i := 0; len(names) < 3; i++ {
+		k := "ck-" + strconv.Itoa(i)
+		m, err := ca.MasterForKey(ctx, redisHash(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !masters[m.Options().Addr] {
+			masters[m.Options().Addr] = true
+			names = append(names, k)
+		}
+	}
+	const q = 1000
+	if err := a.Register(ctx, names[0], engine.Credits(q)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rotate(ctx, names[0], names[1], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Rotate(ctx, names[1], names[2], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var us []use
+	for _, k := range names {
+		us = append(us, use{a, k}, use{b, k})
+	}
+	if got := consumeUses(t, 2, us...); sum(got) != q {
+		t.Fatalf("a chain over three masters: granted %v = %d, want %d", got, sum(got), q)
+	}
+	if err := a.TopUp(ctx, names[2], 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range names {
+		want(t, b, k, engine.OK)
+	}
+	if err := a.Revoke(ctx, names[1]); err != nil {
+		t.Fatal(err)
+	}
+	want(t, b, names[0], engine.Revoked)
+	want(t, b, names[1], engine.Revoked)
+	want(t, b, names[2], engine.OK)
+	if err := a.Revoke(ctx, names[2]); err != nil {
+		t.Fatal(err)
+	}
+	want(t, b, names[2], engine.Revoked)
+	t.Logf("a chain over the masters %v", masters)
 }
