@@ -39,8 +39,20 @@ import (
 //     lost (at most a chunk per engine and limit): never a unit gained.
 //     Another engine that held the key learns of the change at its next
 //     reservation (Stale) and reads the key again.
-//   - Rotate returns an error matching errors.ErrUnsupported and changes
-//     nothing (for now).
+//   - Rotate goes through Rotate: the chain keeps one set of counters in
+//     the pool, and every key of it is an entry of its own that reserves
+//     from them (Reservation.ID names the key, the pool finds the chain).
+//     Lookup of a rotated-out key returns the chain's limits and
+//     counters, RotatedTo the chain's head, GraceUntil the earliest grace
+//     deadline of the key and the keys after it, and Revoked if one of
+//     them, or the head, is revoked; the engine grants nothing through it
+//     from GraceUntil on, by its own clock. A reservation through a key
+//     rotated out answers Revoked, or Stale once its grace has passed.
+//     Revoke of a rotated-out key revokes that link (and so the keys
+//     rotated out before it); of the head, the chain. What an engine held
+//     of the old key when it rotated is lost (a chunk per limit).
+//     Delete of a rotated-out key returns an error matching
+//     errors.ErrUnsupported and changes nothing (for now).
 //
 // Implementations must be safe for concurrent use.
 type Pool interface {

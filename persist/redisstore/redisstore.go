@@ -66,11 +66,24 @@
 // process that only denies a key decides on what it knows for at most one
 // lease, then asks Redis again.
 //
+// # Rotation
+//
+// Rotate works across processes (rotate.go): a chain keeps its first key's
+// hash, which holds the counters and every link's state (the head, each
+// rotated-out key's grace deadline and revoked flag); each later key gets
+// a pointer to it in its own slot. A key rotated out draws on the chain's
+// counters while it and every key after it are in their grace and not
+// revoked, and the head is not: each reservation checks it in the pool's
+// script, and each engine checks the deadline, on its own clock, before
+// each grant. Rotate and Revoke of a rotated-out key bump the pool's
+// version and wait for the reservations granted before it, as Change
+// does; engines that keep using the head do not hold them up.
+//
 // # Not yet
 //
-// Rotate returns an error matching errors.ErrUnsupported (see
-// engine.Pool). Keys lists the keys this engine has seen, not every key in
-// Redis.
+// Delete of a rotated-out key returns an error matching
+// errors.ErrUnsupported (Delete of the head removes the chain). Keys
+// lists the keys this engine has seen, not every key in Redis.
 package redisstore
 
 import (
