@@ -156,8 +156,9 @@
 // I13. Rotation with a Pool (poolrotate.go, persist/redisstore/rotate.go).
 // A chain's counters stay in its first key's pool record; every key of it
 // is an entry of its own in each engine, reserving from them, and a
-// rotated-out key's entry carries its keyState.link: Consume (consumeMulti,
-// which every entry of a Pool takes) denies it as Revoked from link.until
+// rotated-out key's entry carries its keyState.link: Consume (consumeMulti:
+// such an entry never gets pooledBit, whose lock-free path does not look
+// at it) denies it as Revoked from link.until
 // on, on the engine's clock, and the pool refuses its reservations once a
 // link on its way is revoked or past its grace. Rotate, and Revoke of any
 // key of the chain, return only once no other engine can grant on what it
