@@ -351,6 +351,10 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 			}
 			return Decision{}, sealed
 		}
+		if linkEnded(st, now) {
+			st.mu.Unlock()
+			return Decision{Reason: Revoked}, done // a rotated-out key of a Pool past its grace
+		}
 		allowed, covered, low := true, true, false
 		for i := range st.limits() {
 			v := w

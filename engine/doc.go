@@ -153,6 +153,25 @@
 // over the other's reservations and grant them again. Guarded by
 // TestStoreServesOneEngine.
 //
+// I13. Rotation with a Pool (poolrotate.go, persist/redisstore/rotate.go).
+// A chain's counters stay in its first key's pool record; every key of it
+// is an entry of its own in each engine, reserving from them, and a
+// rotated-out key's entry carries its keyState.link: Consume (consumeMulti:
+// such an entry never gets pooledBit, whose lock-free path does not look
+// at it) denies it as Revoked from link.until
+// on, on the engine's clock, and the pool refuses its reservations once a
+// link on its way is revoked or past its grace. Rotate, and Revoke of any
+// key of the chain, return only once no other engine can grant on what it
+// read before (the pool waits for the reservations granted at older
+// versions), and tell this engine's other entries of the chain at once.
+// A crash between Rotate's two writes leaves a pointer that reads as
+// unknown and grants nothing; the retry finishes it. Guarded, against a
+// real redis-server, by TestRotateExact, TestRotateAcrossEngines,
+// TestRotateGrace, TestRotateRevokeHead, TestRotateRevokeOldLink,
+// TestRotateChain, TestRotateRefused, TestRotateCrashBetweenWrites,
+// TestRotateDelete, TestRotateDeleteCrashed and TestRotateCluster in
+// persist/redisstore.
+//
 // The files, from the bottom up. internal/quota: the arithmetic of one limit
 // and its lease marks; pure: being below engine it cannot import it, and
 // quota.TestImportsStandardLibraryOnly keeps it on the standard library.
@@ -167,6 +186,6 @@
 // requests in flight. stats.go. commit.go: the committer, which the files
 // above feed through commitEnv and which alone calls Save. pool.go: a
 // shared store's reservations and changes (sharedRounds, behind the same
-// seam). recover.go: load,
+// seam); poolrotate.go: Rotate with one. recover.go: load,
 // promotion, and the records the committer writes.
 package engine

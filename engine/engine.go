@@ -136,6 +136,9 @@ type keyState struct {
 	// that a key in use keeps its lease (half the lease after the last).
 	renew atomic.Int64
 	stale atomic.Bool // changed elsewhere: read the key again (reload)
+	// link is set, with a Pool, for a key rotated out: it draws on its
+	// chain's counters (the pool's) until link.until (poolrotate.go).
+	link *poolLink
 	// inval counts the Pool's news of the key (invalidate): a reservation
 	// asked for before the last of them gives no lease, since the engine
 	// may have told the pool it let go of the key.

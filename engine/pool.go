@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -38,8 +39,20 @@ import (
 //     lost (at most a chunk per engine and limit): never a unit gained.
 //     Another engine that held the key learns of the change at its next
 //     reservation (Stale) and reads the key again.
-//   - Rotate returns an error matching errors.ErrUnsupported and changes
-//     nothing (for now).
+//   - Rotate goes through Rotate: the chain keeps one set of counters in
+//     the pool, and every key of it is an entry of its own that reserves
+//     from them (Reservation.ID names the key, the pool finds the chain).
+//     Lookup of a rotated-out key returns the chain's limits and
+//     counters, RotatedTo the chain's head, GraceUntil the earliest grace
+//     deadline of the key and the keys after it, and Revoked if one of
+//     them, or the head, is revoked; the engine grants nothing through it
+//     from GraceUntil on, by its own clock. A reservation through a key
+//     rotated out answers Revoked, or Stale once its grace has passed.
+//     Revoke of a rotated-out key revokes that link (and so the keys
+//     rotated out before it); of the head, the chain. What an engine held
+//     of the old key when it rotated is lost (a chunk per limit).
+//     Delete of a rotated-out key returns an error matching
+//     errors.ErrUnsupported and changes nothing (for now).
 //
 // Implementations must be safe for concurrent use.
 type Pool interface {
@@ -62,6 +75,16 @@ type Pool interface {
 	// changes and Change returns that error. A key the pool does not
 	// hold under reg gives an error matching ErrUnknownKey.
 	Change(ctx context.Context, id KeyID, reg uint64, f func(Record) (Record, error)) error
+	// Rotate rotates r.Old, the head of its chain, to r.New (see
+	// Rotation), and returns once no other engine can grant through a key
+	// of the chain on what it read before: every holder of the chain's
+	// reservations has let go, or its lease has run out. A name the pool
+	// holds gives an error matching ErrKeyExists; r.Old unknown under
+	// r.Registration ErrUnknownKey, rotated out ErrRotated, revoked
+	// ErrKeyRevoked, ending a full chain ErrRotationChain. On an error
+	// nothing changed, except when it says the rotation landed (then only
+	// the wait for the other holders failed).
+	Rotate(ctx context.Context, r Rotation) error
 	// Watch is called once, by New, before any other method: the pool
 	// calls fn with the ID of a key another engine registered, revoked or
 	// changed, if it learns of it (messages may be lost: the leases keep
@@ -219,7 +242,7 @@ func (e *Engine) fetch(ctx context.Context, key string) (*entry, error) {
 	if err != nil {
 		return nil, wrapStore("lookup", err)
 	}
-	if !ok || rec.RotatedTo != nil {
+	if !ok {
 		if e.neg.m.Size() >= negMax {
 			e.neg.m.Clear()
 		}
@@ -256,6 +279,13 @@ func (e *Engine) pooledEntry(rec Record, revoked bool) (entry, error) {
 	}
 	id := rec.ID
 	st := &keyState{plan: e.intern(specs), reg: rec.Registration, id: &id}
+	if rec.RotatedTo != nil {
+		until := int64(math.MaxInt64)
+		if !rec.GraceUntil.IsZero() {
+			until = rec.GraceUntil.UnixNano()
+		}
+		st.link = &poolLink{head: *rec.RotatedTo, until: until}
+	}
 	return e.newEntry(st, rec.Revoked || revoked, vals, now), nil
 }
 
@@ -314,8 +344,11 @@ func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f f
 	if ent == nil {
 		return fmt.Errorf("%w: %s", ErrUnknownKey, op)
 	}
-	if ent.kind() == 0 {
+	if ent.kind() == 0 || ent.st.link != nil && !del {
 		return fmt.Errorf("%w: %s", ErrRotated, op)
+	}
+	if ent.st.link != nil {
+		return errShared("delete of a rotated-out key")
 	}
 	now := e.now()
 	if now < 0 {
@@ -350,6 +383,8 @@ func (e *Engine) changeShared(ctx context.Context, key, op string, del bool, f f
 		switch {
 		case ferr != nil:
 			return ferr
+		case errors.Is(err, ErrRotated):
+			return fmt.Errorf("%w: %s", ErrRotated, op) // rotated elsewhere meanwhile
 		case errors.Is(err, ErrUnknownKey), ctx.Err() != nil && errors.Is(err, ctx.Err()):
 			return fmt.Errorf("allot: %s: %w", op, err)
 		}

@@ -66,11 +66,24 @@
 // process that only denies a key decides on what it knows for at most one
 // lease, then asks Redis again.
 //
+// # Rotation
+//
+// Rotate works across processes (rotate.go): a chain keeps its first key's
+// hash, which holds the counters and every link's state (the head, each
+// rotated-out key's grace deadline and revoked flag); each later key gets
+// a pointer to it in its own slot. A key rotated out draws on the chain's
+// counters while it and every key after it are in their grace and not
+// revoked, and the head is not: each reservation checks it in the pool's
+// script, and each engine checks the deadline, on its own clock, before
+// each grant. Rotate and Revoke of a rotated-out key bump the pool's
+// version and wait for the reservations granted before it, as Change
+// does; engines that keep using the head do not hold them up.
+//
 // # Not yet
 //
-// Rotate returns an error matching errors.ErrUnsupported (see
-// engine.Pool). Keys lists the keys this engine has seen, not every key in
-// Redis.
+// Delete of a rotated-out key returns an error matching
+// errors.ErrUnsupported (Delete of the head removes the chain). Keys
+// lists the keys this engine has seen, not every key in Redis.
 package redisstore
 
 import (
@@ -119,6 +132,7 @@ type Store struct {
 	closed  atomic.Bool
 	vers    sync.Map // KeyID -> string: the version of each key's record this store read
 	frozen  sync.Map // KeyID -> struct{}: keys this store is changing
+	chains  chains   // the pools of rotated keys (rotate.go)
 	sub     *redis.PubSub
 	subDone chan struct{}
 }
@@ -260,9 +274,12 @@ func (s *Store) create(ctx context.Context, recs []engine.Record) error {
 		switch {
 		case err != nil:
 			err = fmt.Errorf("allot: redis: register: %w", err)
+		case out == "exists" && s.clearDeadPointer(ctx, recs[i].ID):
+			err = s.create(ctx, recs[i:i+1]) // the name was a dead chain's pointer
 		case out == "exists":
 			err = fmt.Errorf("%w (in redis)", engine.ErrKeyExists)
 		default:
+			s.forget(recs[i].ID)
 			s.vers.Store(recs[i].ID, "1")
 			pipe.Publish(context.WithoutCancel(ctx), events, hex.EncodeToString(recs[i].ID[:]))
 		}
@@ -305,7 +322,7 @@ func (s *Store) run(ctx context.Context, build func(redis.Pipeliner)) error {
 	}
 }
 
-var scripts = []*redis.Script{createScript, reserveScript, holdersScript, freezeScript, commitScript, thawScript}
+var scripts = []*redis.Script{createScript, reserveScript, holdersScript, freezeScript, commitScript, thawScript, pointScript, unpointScript, rotateScript, letGoScript}
 
 func loadScripts(ctx context.Context, c redis.UniversalClient) error {
 	for _, sc := range scripts {
@@ -345,24 +362,69 @@ func (s *Store) Lookup(ctx context.Context, id engine.KeyID) (engine.Record, boo
 }
 
 func (s *Store) lookup(ctx context.Context, id engine.KeyID) (rec engine.Record, ok, frozen bool, err error) {
+	rec, ok, frozen, _, err = s.lookupChain(ctx, id)
+	return rec, ok, frozen, err
+}
+
+// lookupChain is lookup that also returns the key's chain as its pool
+// holds it. A key rotated to another reads its pool's hash through its
+// pointer (a second round trip); it reads as unknown if the pool is gone,
+// is another registration, or does not list it.
+func (s *Store) lookupChain(ctx context.Context, id engine.KeyID) (rec engine.Record, ok, frozen bool, ch chainState, err error) {
+	f, now, err := s.hash(ctx, id)
+	if err != nil {
+		return engine.Record{}, false, false, ch, err
+	}
+	p := id
+	if ptr, isPtr := f["pool"]; isPtr {
+		var ok bool
+		if p, ok = parseID(ptr); !ok {
+			return engine.Record{}, false, false, ch, fmt.Errorf("%w: redis hash of %x: pool %q", ErrCorrupt, id[:4], ptr)
+		}
+		preg := f["preg"]
+		if f, now, err = s.hash(ctx, p); err != nil {
+			return engine.Record{}, false, false, ch, err
+		}
+		if f["reg"] != preg {
+			f = nil // the pool is gone, or another registration
+		}
+	}
+	if len(f) == 0 {
+		s.forget(id)
+		return engine.Record{}, false, false, ch, nil
+	}
+	if frz, err := strconv.ParseInt(f["frz"], 10, 64); err == nil && frz > now.UnixMilli() {
+		frozen = true
+	}
+	if ch, err = chainOf(p, f); err != nil {
+		return engine.Record{}, false, false, ch, err
+	}
+	member, head, deadline, revoked := ch.walk(id)
+	if !member {
+		s.forget(id)
+		return engine.Record{}, false, false, ch, nil
+	}
+	if rec, err = decode(id, f); err != nil {
+		return engine.Record{}, false, false, ch, err
+	}
+	if !head {
+		h, _ := parseID(ch.head)
+		rec.RotatedTo, rec.GraceUntil, rec.Revoked = &h, time.Unix(0, deadline).UTC(), rec.Revoked || revoked
+	}
+	s.learn(id, p)
+	s.vers.Store(id, f["ver"])
+	return rec, true, frozen, ch, nil
+}
+
+// hash reads the hash of id and Redis's clock.
+func (s *Store) hash(ctx context.Context, id engine.KeyID) (map[string]string, time.Time, error) {
 	h, _ := hashKey(id)
 	var all *redis.MapStringStringCmd
 	var now *redis.TimeCmd
 	if err := s.run(ctx, func(pipe redis.Pipeliner) { all, now = pipe.HGetAll(ctx, h), pipe.Time(ctx) }); err != nil {
-		return engine.Record{}, false, false, err
+		return nil, time.Time{}, err
 	}
-	f := all.Val()
-	if len(f) == 0 {
-		return engine.Record{}, false, false, nil
-	}
-	if frz, err := strconv.ParseInt(f["frz"], 10, 64); err == nil && frz > now.Val().UnixMilli() {
-		frozen = true
-	}
-	rec, err = decode(id, f)
-	if err == nil {
-		s.vers.Store(id, f["ver"])
-	}
-	return rec, err == nil, frozen, err
+	return all.Val(), now.Val(), nil
 }
 
 // decode reads a key's hash.
@@ -389,7 +451,12 @@ func decode(id engine.KeyID, f map[string]string) (engine.Record, error) {
 // Change runs a change of id (see engine.Pool): freeze the key, wait for
 // every other holder's lease, read it, write what f returns, thaw.
 func (s *Store) Change(ctx context.Context, id engine.KeyID, reg uint64, f func(engine.Record) (engine.Record, error)) error {
-	h, hk := hashKey(id)
+	// A chain's head: the change is of its pool.
+	p, err := s.resolve(ctx, id)
+	if err != nil {
+		return err
+	}
+	h, hk := hashKey(p)
 	var ver string
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
 		var res *redis.Cmd
@@ -419,7 +486,7 @@ func (s *Store) Change(ctx context.Context, id engine.KeyID, reg uint64, f func(
 	}
 	s.frozen.Store(id, struct{}{})
 	defer s.frozen.Delete(id)
-	s.publish(ctx, id) // the holders let go: Quiesce returns at once
+	s.publish(ctx, p) // the holders let go: Quiesce returns at once
 	done := false
 	defer func() {
 		if !done {
@@ -429,12 +496,15 @@ func (s *Store) Change(ctx context.Context, id engine.KeyID, reg uint64, f func(
 	if err := s.Quiesce(ctx, id); err != nil {
 		return err
 	}
-	cur, ok, _, err := s.lookup(ctx, id)
+	cur, ok, _, ch, err := s.lookupChain(ctx, id)
 	if err != nil {
 		return err
 	}
 	if !ok || cur.Registration != reg {
 		return engine.ErrUnknownKey
+	}
+	if cur.RotatedTo != nil {
+		return engine.ErrRotated // rotated meanwhile: the change is the new head's
 	}
 	next, err := f(cur)
 	if err != nil {
@@ -467,8 +537,21 @@ func (s *Store) Change(ctx context.Context, id engine.KeyID, reg uint64, f func(
 		return fmt.Errorf("allot: redis: the change of %x took longer than its freeze (%v): %v %w", id[:4], 4*s.lease, out, err)
 	}
 	done = true
-	s.vers.Delete(id)
-	s.publish(ctx, id) // the others read the key again
+	names := s.namesOf(p)
+	for _, n := range names {
+		s.vers.Delete(n)
+	}
+	s.publish(ctx, p) // the others read the key again
+	if next.Deleted {
+		// The chain went with its pool: its pointers read as unknown,
+		// and are removed so that their names can be registered again.
+		for _, n := range ch.names() {
+			if n != p {
+				s.unpoint(context.WithoutCancel(ctx), n, p, reg)
+			}
+			s.forget(n)
+		}
+	}
 	return nil
 }
 
@@ -482,12 +565,14 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 	err := s.run(ctx, func(pipe redis.Pipeliner) {
 		for i := range rs {
 			r := &rs[i]
-			h, hk := hashKey(r.ID)
+			p := s.poolOf(r.ID)
+			h, hk := hashKey(p)
 			ver := "1"
 			if v, ok := s.vers.Load(r.ID); ok {
 				ver = v.(string)
 			}
-			args := []any{strconv.FormatUint(r.Registration, 10), s.holder, s.lease.Milliseconds(), b2s(r.Revoke), b2s(r.Release), len(r.Limits), ver}
+			args := []any{strconv.FormatUint(r.Registration, 10), s.holder, s.lease.Milliseconds(), b2s(r.Revoke), b2s(r.Release), len(r.Limits), ver,
+				hex.EncodeToString(r.ID[:]), t19(r.Now), hex.EncodeToString(p[:])}
 			for j, l := range r.Limits {
 				args = append(args, reserveArgs(l, r.Base[j], r.From[j], r.Want[j], r.Now)...)
 			}
@@ -506,13 +591,18 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 	return nil
 }
 
-// publishAll publishes, in one pipeline, the keys of rs that were revoked
-// or given back; best effort.
+// publishAll publishes, in one pipeline, the pools of the keys of rs that
+// were revoked or given back; best effort. A revocation is told to this
+// store's engine too, for the other keys of the chain it holds.
 func (s *Store) publishAll(ctx context.Context, rs []engine.Reservation) {
 	pipe := s.c.Pipeline()
 	for i := range rs {
 		if rs[i].Revoke || rs[i].Release {
-			pipe.Publish(context.WithoutCancel(ctx), events, hex.EncodeToString(rs[i].ID[:]))
+			p := s.poolOf(rs[i].ID)
+			pipe.Publish(context.WithoutCancel(ctx), events, hex.EncodeToString(p[:]))
+			if rs[i].Revoke {
+				s.notifyOthers(p, rs[i].ID)
+			}
 		}
 	}
 	if pipe.Len() > 0 {
@@ -554,9 +644,13 @@ func answer(r *engine.Reservation, cmd *redis.Cmd, lease time.Duration) error {
 // Quiesce waits until no other holder's lease on id is live by Redis's
 // clock.
 func (s *Store) Quiesce(ctx context.Context, id engine.KeyID) error {
-	_, hk := hashKey(id)
+	p, err := s.resolve(ctx, id)
+	if err != nil {
+		return err
+	}
+	h, hk := hashKey(p)
 	for {
-		out, err := holdersScript.Run(ctx, s.c, []string{hk}, s.holder).StringSlice()
+		out, err := holdersScript.Run(ctx, s.c, []string{hk, h}, s.holder, hex.EncodeToString(id[:]), hex.EncodeToString(p[:])).StringSlice()
 		if err != nil {
 			return fmt.Errorf("allot: redis: quiesce: %w", err)
 		}
@@ -594,6 +688,9 @@ func (s *Store) Close() error {
 // Watch listens for the events of other stores (see events) and calls fn
 // with each key's ID, then lets go of this store's lease on the key.
 func (s *Store) Watch(fn func(engine.KeyID)) {
+	s.chains.mu.Lock()
+	s.chains.fn = fn
+	s.chains.mu.Unlock()
 	s.sub = s.c.Subscribe(context.Background(), events)
 	s.subDone = make(chan struct{})
 	ch := s.sub.Channel()
@@ -605,9 +702,11 @@ func (s *Store) Watch(fn func(engine.KeyID)) {
 				continue
 			}
 			hex.Decode(id[:], []byte(m.Payload))
-			fn(id)
+			for _, n := range s.namesOf(id) { // a pool: every key of its chain this store read
+				fn(n)
+			}
 			_, hk := hashKey(id)
-			_ = s.c.HDel(context.Background(), hk, s.holder).Err()
+			_ = letGoScript.Run(context.Background(), s.c, []string{hk}, s.holder).Err()
 		}
 	}()
 }

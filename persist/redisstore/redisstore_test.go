@@ -330,20 +330,6 @@ func TestRedisLostItsData(t *testing.T) {
 	}
 }
 
-func TestRotateUnsupported(t *testing.T) {
-	_, c := newRedis(t)
-	a := newEngine(t, c)
-	if err := a.Register(ctx, "k", engine.Credits(10)); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Rotate(ctx, "k", "k2", 0); !errors.Is(err, errors.ErrUnsupported) {
-		t.Fatalf("Rotate: %v, want errors.ErrUnsupported", err)
-	}
-	if got := consumeAll(t, "k", 2, a); got[0] != 10 {
-		t.Fatalf("granted %d, want 10", got[0])
-	}
-}
-
 // Changes in one engine hold in the other as soon as they return: the
 // other engine's reservation is stopped, and it reads the key again.
 func TestChangesAcrossEngines(t *testing.T) {

@@ -18,7 +18,9 @@ import "github.com/redis/go-redis/v9"
 //	     Rate the theoretical arrival time in µs since the epoch
 //
 // and its holders hash, the lease deadline (Redis TIME, ms) of every store
-// that holds a reservation of it.
+// that holds a reservation of it, one field per store and version of the
+// hash its reservations were granted at: "<holder>:<ver>". A store lets go
+// of all of its fields at once.
 //
 // Numbers are Lua doubles: exact below 2^53, which New checks every limit
 // keeps to (Credits quotas are refused above it, Rate runs in µs).
@@ -37,23 +39,52 @@ return 'ok'
 `)
 
 // reserveScript gives back and reserves (see engine.Reservation): KEYS[1]
-// the key's hash, KEYS[2] its holders; ARGV reg, holder, lease (ms),
-// revoke, release, n, ver, then 9 per limit: kind (c, w, r), quota, base
-// tag, base value, from tag, from value, want, now (a window's index mod
-// 2^30, Rate's µs), Rate's longest span (µs). It returns the outcome (ok,
-// revoked, gone; or stale and the revoked flag) and per limit start, hard
-// and window tag.
+// the hash of the key's pool (its own, or its chain's: rotate.go), KEYS[2]
+// its holders; ARGV reg, holder, lease (ms), revoke, release, n, ver, the
+// key's digest (hex), the engine's clock (ns, 19 digits), the pool's own
+// digest, then 9 per limit: kind (c, w, r), quota, base tag, base value,
+// from tag, from value, want, now (a window's index mod 2^30, Rate's µs),
+// Rate's longest span (µs). It returns the outcome (ok, revoked, gone; or
+// stale and the revoked flag) and per limit start, hard and window tag.
+// A key rotated out is revoked if it or a key after it in the chain is
+// (revoke of it revokes that link only), and stale once a grace on its way
+// has passed (the engine reads it again and finds it ended).
 var reserveScript = redis.NewScript(`
 local h, hk = KEYS[1], KEYS[2]
 if redis.call('HGET', h, 'reg') ~= ARGV[1] then return {'gone'} end
+local key, clock = ARGV[8], ARGV[9]
+local head = redis.call('HGET', h, 'head') or ARGV[10]
 local revoked = redis.call('HGET', h, 'rv') == '1'
-if ARGV[4] == '1' and not revoked then
-  redis.call('HSET', h, 'rv', '1')
-  revoked = true
+local expired = false
+if key == head then
+  if ARGV[4] == '1' and not revoked then
+    redis.call('HSET', h, 'rv', '1')
+    revoked = true
+  end
+else
+  local l = redis.call('HGET', h, 'l:' .. key)
+  if not l then return {'gone'} end
+  if ARGV[4] == '1' and string.sub(l, -1) ~= '1' then
+    -- Revoke of a link: every holder reads the chain again, and Quiesce
+    -- waits for the reservations granted before (older versions).
+    redis.call('HSET', h, 'l:' .. key, string.sub(l, 1, -2) .. '1')
+    redis.call('HINCRBY', h, 'ver', 1)
+  end
+  local cur = key
+  for _ = 1, 64 do
+    if cur == head then break end
+    l = redis.call('HGET', h, 'l:' .. cur)
+    if not l then revoked = true; break end
+    local nxt, dl, rv = string.match(l, '^(%x+),(%d+),([01])$')
+    if rv == '1' then revoked = true end
+    if clock >= dl then expired = true end
+    cur = nxt
+  end
+  if cur ~= head then revoked = true end
 end
 local t = redis.call('TIME')
 local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('HGET', h, 'ver') ~= ARGV[7] or tonumber(redis.call('HGET', h, 'frz') or '0') > nowms then
+if (expired and ARGV[5] ~= '1') or redis.call('HGET', h, 'ver') ~= ARGV[7] or tonumber(redis.call('HGET', h, 'frz') or '0') > nowms then
   return {'stale', revoked and '1' or '0'}
 end
 local M, HALF = 1073741824, 536870912
@@ -62,7 +93,7 @@ local grant = not revoked and not release
 local function s(x) return string.format('%.0f', x) end
 local out = {revoked and 'revoked' or 'ok'}
 for i = 0, tonumber(ARGV[6]) - 1 do
-  local a = 8 + 9 * i
+  local a = 11 + 9 * i
   local kind, q = ARGV[a], tonumber(ARGV[a + 1])
   local btag, bval = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local ftag, fval = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
@@ -99,9 +130,12 @@ for i = 0, tonumber(ARGV[6]) - 1 do
   out[#out + 1] = s(tag)
 end
 if release then
-  redis.call('HDEL', hk, ARGV[2])
+  local all = redis.call('HKEYS', hk)
+  for _, f in ipairs(all) do
+    if string.sub(f, 1, #ARGV[2] + 1) == ARGV[2] .. ':' then redis.call('HDEL', hk, f) end
+  end
 elseif grant then
-  redis.call('HSET', hk, ARGV[2], s(nowms + tonumber(ARGV[3])))
+  redis.call('HSET', hk, ARGV[2] .. ':' .. ARGV[7], s(nowms + tonumber(ARGV[3])))
 end
 return out
 `)
@@ -157,19 +191,104 @@ return 'ok'
 
 // holdersScript returns Redis's clock (ms) and the latest lease deadline of
 // a key's holders other than ARGV[1], after dropping the expired ones:
-// KEYS[1] the holders hash.
+// KEYS[1] the holders hash, KEYS[2] the hash of the key's pool; ARGV the
+// holder, the key's digest (hex), the pool's. For the head of a chain (a
+// key never rotated is one) it counts every reservation; for a key rotated
+// out only those granted at a version of the pool before its current one:
+// a change of the chain's links bumps the version, and reservations
+// granted since know of it, so that a Revoke of a link, or a Rotate, does
+// not wait for engines that go on using the chain's head.
 var holdersScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local below = math.huge
+if (redis.call('HGET', KEYS[2], 'head') or ARGV[3]) ~= ARGV[2] then
+  below = tonumber(redis.call('HGET', KEYS[2], 'ver') or '0')
+end
 local all = redis.call('HGETALL', KEYS[1])
 local latest = 0
+local me = ARGV[1] .. ':'
 for i = 1, #all, 2 do
   local d = tonumber(all[i + 1])
+  local ver = tonumber(string.match(all[i], ':(%d+)$') or '0')
   if d <= now then
     redis.call('HDEL', KEYS[1], all[i])
-  elseif all[i] ~= ARGV[1] and d > latest then
+  elseif string.sub(all[i], 1, #me) ~= me and ver < below and d > latest then
     latest = d
   end
 end
 return {string.format('%.0f', now), string.format('%.0f', latest)}
+`)
+
+// letGoScript deletes every field of holder ARGV[1] from the holders hash
+// KEYS[1].
+var letGoScript = redis.NewScript(`
+local me = ARGV[1] .. ':'
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if f == ARGV[1] or string.sub(f, 1, #me) == me then redis.call('HDEL', KEYS[1], f) end
+end
+return 'ok'
+`)
+
+// pointScript writes a key's pointer to its chain's pool (rotate.go):
+// KEYS[1] the key's hash; ARGV the pool's digest (hex), the chain's
+// registration. It returns 'ok', 'again' (the same pointer is there: a
+// Rotate called again) or 'exists'.
+var pointScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'pool') == ARGV[1] and redis.call('HGET', KEYS[1], 'preg') == ARGV[2] then return 'again' end
+  return 'exists'
+end
+redis.call('HSET', KEYS[1], 'pool', ARGV[1], 'preg', ARGV[2])
+return 'ok'
+`)
+
+// unpointScript removes a key's pointer if it is the one given: KEYS[1]
+// the key's hash; ARGV the pool's digest, the registration.
+var unpointScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'pool') == ARGV[1] and redis.call('HGET', KEYS[1], 'preg') == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  return 'ok'
+end
+return 'kept'
+`)
+
+// rotateScript makes ARGV[3] the head of the chain of pool KEYS[1] in
+// place of ARGV[2] (rotate.go): ARGV reg, old, new (hex), now, deadline
+// (19 digits), grace (0 or 1), the longest chain, the pool's own digest.
+// It returns 'ok'; 'done' if it was done already; 'gone', 'rotated',
+// 'revoked', 'exists', 'chain' (nothing changed) or 'busy' (a change runs).
+var rotateScript = redis.NewScript(`
+local h = KEYS[1]
+if redis.call('HGET', h, 'reg') ~= ARGV[1] then return 'gone' end
+local old, new, now, dl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local head = redis.call('HGET', h, 'head') or ARGV[8]
+if head == new then
+  local l = redis.call('HGET', h, 'l:' .. old)
+  if l and string.sub(l, 1, #new + 1) == new .. ',' then return 'done' end
+  return 'exists'
+end
+if head ~= old then
+  if redis.call('HEXISTS', h, 'l:' .. old) == 1 then return 'rotated' end
+  return 'gone'
+end
+if redis.call('HGET', h, 'rv') == '1' then return 'revoked' end
+if new == ARGV[8] or redis.call('HEXISTS', h, 'l:' .. new) == 1 then return 'exists' end
+local t = redis.call('TIME')
+local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(redis.call('HGET', h, 'frz') or '0') > nowms then return 'busy' end
+local zero = string.rep('0', 19)
+local cd, cu = tonumber(redis.call('HGET', h, 'cd') or '0'), redis.call('HGET', h, 'cu') or zero
+local depth = 0
+if ARGV[6] == '1' then
+  depth = 1
+  if now < cu then depth = depth + cd end
+  if depth > tonumber(ARGV[7]) then return 'chain' end
+  if dl > cu then cu = dl end
+else
+  cu = zero
+end
+redis.call('HSET', h, 'head', new, 'l:' .. old, new .. ',' .. dl .. ',' .. (ARGV[6] == '1' and '0' or '1'), 'cd', tostring(depth), 'cu', cu)
+redis.call('HINCRBY', h, 'ver', 1)
+return 'ok'
 `)
