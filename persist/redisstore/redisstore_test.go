@@ -68,29 +68,11 @@ func TestNewNeedsMarker(t *testing.T) {
 // granted.
 func consumeAll(t *testing.T, key string, g int, engs ...*engine.Engine) []int64 {
 	t.Helper()
-	got := make([]int64, len(engs))
-	var wg sync.WaitGroup
+	us := make([]use, len(engs))
 	for i, eng := range engs {
-		for range g {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					d, err := eng.Consume(ctx, key, 1)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					if !d.Allowed {
-						return
-					}
-					atomic.AddInt64(&got[i], 1)
-				}
-			}()
-		}
+		us[i] = use{eng, key}
 	}
-	wg.Wait()
-	return got
+	return consumeUses(t, g, us...)
 }
 
 func sum(xs []int64) int64 {
