@@ -80,20 +80,23 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			w := atomic.LoadUint64(&ent.word)
 			q := ent.quota()
 			nw := w + uint64(n)
-			if mono := e.mono(); w&flagBits == 0 && nw <= uint64(q) && mono < ent.st.until.Load() {
-				// Read the word again after the clock: the CAS then
-				// races others no longer than without a lease.
-				w = atomic.LoadUint64(&ent.word)
-				nw = w + uint64(n)
-				if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.Hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
-					if nw > atomic.LoadUint64(&ent.lease.Soft) || mono >= ent.st.renew.Load() {
-						e.c.ask(ent)
+			if w&flagBits == 0 && nw <= uint64(q) {
+				// The clock only here: a denial does without it.
+				if mono := e.mono(); mono < ent.st.until.Load() {
+					// Read the word again after the clock: the CAS
+					// then races others no longer than without a lease.
+					w = atomic.LoadUint64(&ent.word)
+					nw = w + uint64(n)
+					if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.Hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+						if nw > atomic.LoadUint64(&ent.lease.Soft) || mono >= ent.st.renew.Load() {
+							e.c.ask(ent)
+						}
+						if c := e.count; c != nil {
+							c.granted.Inc()
+							c.units.Add(n)
+						}
+						return Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, nil
 					}
-					if c := e.count; c != nil {
-						c.granted.Inc()
-						c.units.Add(n)
-					}
-					return Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, nil
 				}
 			} else if w&flagBits == 0 && nw > uint64(q) && e.coarse.Load() < ent.st.until.Load() {
 				if c := e.count; c != nil {
