@@ -64,7 +64,8 @@
 // (Change): the key is frozen in Redis, every other holder's lease runs
 // out, the change applies to the state Redis holds, the key thaws. A
 // process that only denies a key decides on what it knows for at most one
-// lease, then asks Redis again.
+// lease (plus 5 ms for a Credits key, whose denials read a coarse clock),
+// then asks Redis again.
 //
 // # Rotation
 //
