@@ -404,6 +404,15 @@ func (e *Engine) topUp(ctx context.Context, key string, n int64) error {
 	})
 }
 
+// graceEnd returns when a grace of the given length that starts at now
+// ends (ns since the epoch), at the latest time an int64 holds.
+func graceEnd(now int64, grace time.Duration) int64 {
+	if grace < time.Duration(math.MaxInt64-now) {
+		return now + int64(grace)
+	}
+	return math.MaxInt64
+}
+
 // Rotate replaces oldKey by newKey. newKey takes over oldKey's limits and
 // counters; oldKey keeps drawing on the same counters until grace has
 // passed, and is revoked from then on (at once if grace is 0). Revoke of
@@ -469,10 +478,7 @@ func (e *Engine) Rotate(ctx context.Context, oldKey, newKey string, grace time.D
 		unseal(oe)
 		return fmt.Errorf("%w: the key ends a chain of %d rotations in grace", ErrRotationChain, chain.depth-1)
 	}
-	deadline := int64(math.MaxInt64)
-	if grace < time.Duration(math.MaxInt64-now) {
-		deadline = now + int64(grace)
-	}
+	deadline := graceEnd(now, grace)
 	if grace > 0 {
 		chain.until = max(oe.st.chain.until, deadline)
 	}

@@ -240,10 +240,7 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 	for {
 		w := atomic.LoadUint64(&ent.word)
 		if w&flagBits != 0 {
-			if w&revokedBit != 0 {
-				return Decision{Reason: Revoked}, done
-			}
-			return Decision{}, sealed
+			return flagged(w)
 		}
 		nw, ok, r := l.Consume(w, n, now)
 		if !ok {
@@ -263,6 +260,15 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 	}
 }
 
+// flagged is what word w decides when a flag of it is set: a revoked key is
+// denied, a sealed one is being replaced.
+func flagged(w uint64) (Decision, outcome) {
+	if w&revokedBit != 0 {
+		return Decision{Reason: Revoked}, done
+	}
+	return Decision{}, sealed
+}
+
 // consumePooled runs one Consume on a Credits key of one limit of an engine
 // with a Pool: the CAS of a single-limit key, granted only while the lease
 // on what this engine holds is live on its monotonic clock. It takes no
@@ -277,10 +283,7 @@ func (e *Engine) consumePooled(ent *entry, n int64) (Decision, outcome) {
 	for {
 		w := atomic.LoadUint64(&ent.word)
 		if w&flagBits != 0 {
-			if w&revokedBit != 0 {
-				return Decision{Reason: Revoked}, done
-			}
-			return Decision{}, sealed
+			return flagged(w)
 		}
 		nw := w + uint64(n)
 		if nw > uint64(q) {
@@ -349,10 +352,7 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 		w := atomic.LoadUint64(&ent.word)
 		if w&flagBits != 0 {
 			st.mu.Unlock()
-			if w&revokedBit != 0 {
-				return Decision{Reason: Revoked}, done
-			}
-			return Decision{}, sealed
+			return flagged(w)
 		}
 		if linkEnded(st, now) {
 			st.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/allot-go/allot/shard"
@@ -71,10 +70,7 @@ func (e *Engine) rotateShared(ctx context.Context, oldKey, newKey string, grace 
 	if now < 0 {
 		return e.clockErr()
 	}
-	deadline := int64(math.MaxInt64)
-	if grace < time.Duration(math.MaxInt64-now) {
-		deadline = now + int64(grace)
-	}
+	deadline := graceEnd(now, grace)
 	revoked, _ := seal(oe)
 	if revoked {
 		unseal(oe)
