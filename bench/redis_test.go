@@ -195,7 +195,7 @@ func buildAllotRedis(limits func(path) []engine.Limit, used func(path) int) func
 		if err := redisstore.Initialize(ctx, c); err != nil {
 			fail(err)
 		}
-		st, err := redisstore.New(ctx, c, redisstore.WithLease(redisLease))
+		st, err := redisstore.New(ctx, c)
 		if err != nil {
 			fail(err)
 		}
@@ -220,13 +220,6 @@ func buildAllotRedis(limits func(path) []engine.Limit, used func(path) int) func
 		return s, done
 	}
 }
-
-// redisLease is the lease of allot's rows on Redis: long enough that a
-// key of the 1M-key set, touched about once per pass of the sequence,
-// renews it in the background as it goes (a 2 s lease renews 141,806 keys
-// every second, on the machine's two cores). It is how long a Revoke waits,
-// at most, for a process that is frozen; one that answers lets go at once.
-const redisLease = 30 * time.Second
 
 // warmUp gives every key of a large set's sequence its first reservation
 // before timing (on the allow path; the deny path's keys have theirs from

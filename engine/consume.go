@@ -82,13 +82,13 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			nw := w + uint64(n)
 			if w&flagBits == 0 && nw <= uint64(q) {
 				// The clock only here: a denial does without it.
-				if mono := e.mono(); mono < ent.st.until.Load() {
+				if mono := e.mono(); mono < ent.st.until.Load() && mono < e.lease.until.Load() {
 					// Read the word again after the clock: the CAS
 					// then races others no longer than without a lease.
 					w = atomic.LoadUint64(&ent.word)
 					nw = w + uint64(n)
 					if w&flagBits == 0 && nw <= uint64(q) && nw <= atomic.LoadUint64(&ent.lease.Hard) && atomic.CompareAndSwapUint64(&ent.word, w, nw) {
-						if nw > atomic.LoadUint64(&ent.lease.Soft) || mono >= ent.st.renew.Load() {
+						if nw > atomic.LoadUint64(&ent.lease.Soft) {
 							e.c.ask(ent)
 						}
 						if c := e.count; c != nil {
@@ -98,7 +98,7 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 						return Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, nil
 					}
 				}
-			} else if w&flagBits == 0 && nw > uint64(q) && e.coarse.Load() < ent.st.until.Load() {
+			} else if w&flagBits == 0 && nw > uint64(q) && e.coarse.Load() < ent.st.news.Load() {
 				if c := e.count; c != nil {
 					c.exhausted.Inc()
 				}
@@ -128,6 +128,12 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			}
 			e.waitReplaced(key)
 		case needLease:
+			if e.pool != nil && e.mono() >= e.lease.until.Load() {
+				if err := e.awaitLease(ctx); err != nil {
+					return Decision{}, err
+				}
+				continue
+			}
 			if o := e.owner(ent); o != nil {
 				if err := e.wait(ctx, e.c.request(o, n)); err != nil {
 					return Decision{}, err
@@ -287,7 +293,7 @@ func (e *Engine) consumePooled(ent *entry, n int64) (Decision, outcome) {
 		}
 		nw := w + uint64(n)
 		if nw > uint64(q) {
-			if e.coarse.Load() >= ent.st.until.Load() {
+			if e.coarse.Load() >= ent.st.news.Load() {
 				// Perhaps old news (a TopUp elsewhere): ask again
 				// before denying.
 				return Decision{}, needLease
@@ -295,14 +301,14 @@ func (e *Engine) consumePooled(ent *entry, n int64) (Decision, outcome) {
 			return Decision{Reason: Exhausted, Limit: q, Remaining: max(q-int64(w), 0)}, done
 		}
 		mono := e.mono()
-		if nw > atomic.LoadUint64(&ent.lease.Hard) || mono >= ent.st.until.Load() {
+		if nw > atomic.LoadUint64(&ent.lease.Hard) || mono >= ent.st.until.Load() || mono >= e.lease.until.Load() {
 			if e.settled(ent, w, nw) {
 				continue
 			}
 			return Decision{}, needLease
 		}
 		if atomic.CompareAndSwapUint64(&ent.word, w, nw) {
-			if nw > atomic.LoadUint64(&ent.lease.Soft) || mono >= ent.st.renew.Load() {
+			if nw > atomic.LoadUint64(&ent.lease.Soft) {
 				e.c.ask(ent)
 			}
 			return Decision{Allowed: true, Reason: OK, Limit: q, Remaining: q - int64(nw), n: n, st: ent.st}, done
@@ -317,7 +323,8 @@ func (e *Engine) settled(ent *entry, w, nw uint64) bool {
 	ent.st.mu.Lock()
 	h, until := atomic.LoadUint64(&ent.lease.Hard), ent.st.until.Load()
 	ent.st.mu.Unlock()
-	return atomic.LoadUint64(&ent.word) != w || nw <= h && e.mono() < until
+	mono := e.mono()
+	return atomic.LoadUint64(&ent.word) != w || nw <= h && mono < until && mono < e.lease.until.Load()
 }
 
 // decision builds the Decision of limit i's result r; a grant of n units
@@ -374,17 +381,16 @@ func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 				low = low || l.Low(vals[i], atomic.LoadUint64(&m.Soft))
 			}
 		}
-		var mono int64
 		if e.pool != nil {
-			mono = e.monoAt(now)
-			low = low || mono >= st.renew.Load() // keep the lease of a key in use
-		}
-		if e.pool != nil && mono >= st.until.Load() {
-			// The lease on what this engine holds has run out: grant
-			// nothing from it, and deny nothing on what may be old news
-			// (a TopUp or Reset elsewhere), before asking the pool again.
-			st.mu.Unlock()
-			return Decision{}, needLease
+			// Grant nothing from what this engine holds without its
+			// lease, or once the pool's news ended it; deny nothing on
+			// what may be old news (a TopUp or Reset elsewhere) before
+			// asking the pool again.
+			mono := e.monoAt(now)
+			if allowed && (mono >= st.until.Load() || mono >= e.lease.until.Load()) || !allowed && mono >= st.news.Load() {
+				st.mu.Unlock()
+				return Decision{}, needLease
+			}
 		}
 		if allowed && !covered {
 			st.mu.Unlock()

@@ -52,6 +52,7 @@ type Engine struct {
 	// it may be old news for at most that lag more, never a grant.
 	coarse     atomic.Int64
 	coarseStop chan struct{}
+	lease      poolLease // with a Pool: the engine's lease on what it holds (Pool.Renew)
 
 	closed atomic.Bool
 	admin  sync.RWMutex // held shared by administrative calls, exclusively by Close
@@ -128,13 +129,15 @@ type keyState struct {
 	id                 *KeyID // the key's digest, once the committer needed it
 	// With a Pool: base holds the pool's state after this engine's last
 	// reservation (owned by the committer, set before the entry is
-	// published), until the end of the lease on what it holds (on the
-	// engine's monotonic clock, ns since New; 0: none).
+	// published); until is MaxInt64 while the engine may grant from what
+	// it holds (with the engine's lease live, Engine.leased), 0 once the
+	// pool's news of the key ended that (invalidate) or before the first
+	// reservation; news is until when, on the engine's monotonic clock (ns
+	// since New), a denial may rest on what the engine last heard of the
+	// key (then it asks the pool again).
 	base  []uint64
 	until atomic.Int64
-	// renew is when a grant asks for a reservation in the background, so
-	// that a key in use keeps its lease (half the lease after the last).
-	renew atomic.Int64
+	news  atomic.Int64
 	stale atomic.Bool // changed elsewhere: read the key again (reload)
 	// link is set, with a Pool, for a key rotated out: it draws on its
 	// chain's counters (the pool's) until link.until (poolrotate.go).
@@ -272,7 +275,9 @@ func New(opts ...Option) (*Engine, error) {
 		if e.pool != nil {
 			e.coarse.Store(e.mono())
 			e.coarseStop = make(chan struct{})
+			e.lease.init()
 			go e.tickCoarse()
+			go e.holdLease()
 		}
 	}
 	return e, nil
@@ -421,6 +426,7 @@ func (e *Engine) Close() error {
 	}
 	if e.coarseStop != nil {
 		close(e.coarseStop)
+		<-e.lease.stopped
 	}
 	close(e.c.stop)
 	<-e.c.stopped

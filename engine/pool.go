@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,11 @@ import (
 //     that matches ErrKeyExists. Revocations go through Reserve.
 //   - Reserve is called for reservations, revocations and, at Close, to
 //     give back what is unused; Save is not called at Close.
+//   - The engine grants from reservations only while it holds a lease on
+//     the pool (Renew), which it renews in the background; a Consume that
+//     finds it ended waits for the next renewal, and fails with an error
+//     matching ErrStore if that fails. So a key that stays in use costs
+//     no round trip to keep: only its reservations do.
 //   - TopUp, SetLimits, Reset and Delete go through Change, which makes
 //     them linearizable across engines: the pool stops every reservation
 //     of the key, waits until no other holder's lease is live, and applies
@@ -97,6 +103,18 @@ type Pool interface {
 	// engine that asked (for a Revoke, a change) that this holder has let
 	// go of the key.
 	Watch(fn func(KeyID))
+	// Renew renews the engine's lease on everything it holds of the pool,
+	// for the duration it returns, counted from before the call: the
+	// engine grants from reservations only while its lease is live, and
+	// renews it in the background every quarter of it. Before it returns,
+	// Renew calls fn, as Watch's, with the ID of each key the engine must
+	// let go of that the pool's messages may not have told it (Quiesce
+	// waits for it), and may then tell the pool the engine let go of it.
+	// lapsed reports that the previous lease had run out in the pool:
+	// others may have changed or revoked keys meanwhile without waiting
+	// for this engine, which then lets go of every key it holds before it
+	// takes the new lease. The first call of a store is never lapsed.
+	Renew(ctx context.Context, fn func(KeyID)) (lease time.Duration, lapsed bool, err error)
 }
 
 // minPoolSlack is the least a Rate reservation from a Pool reaches beyond
@@ -162,7 +180,9 @@ type Reservation struct {
 	// engine must read it again. Then nothing was reserved.
 	Revoked, Gone, Stale bool
 	// Lease is how long, counted from before the engine called Reserve,
-	// the engine may grant from what it holds of the key.
+	// the engine may deny on what it knows of the key before it asks the
+	// pool again. It grants from what it holds while its lease on the
+	// pool (Renew) is live and no news of the key (Watch, Renew) ended it.
 	Lease time.Duration
 
 	inval uint64 // the key's keyState.inval when the request was built
@@ -187,12 +207,147 @@ func (e *Engine) invalidate(id KeyID) {
 	if !ok {
 		return
 	}
-	if ent := e.m.Load(key); ent != nil && ent.st.alias == nil {
-		ent.st.mu.Lock()
-		ent.st.inval.Add(1)
-		ent.st.until.Store(0)
-		ent.st.mu.Unlock()
+	if ent := e.m.Load(key); ent != nil {
+		letGo(ent)
 	}
+}
+
+// letGo ends what the engine may grant or deny of ent on what it holds,
+// under the key's mutex: no Consume in flight still grants from it, and a
+// reservation asked for before gives no lease (inval).
+func letGo(ent *entry) {
+	if ent.st.alias != nil {
+		return
+	}
+	ent.st.mu.Lock()
+	ent.st.inval.Add(1)
+	ent.st.until.Store(0)
+	ent.st.news.Store(0)
+	ent.st.mu.Unlock()
+}
+
+// poolLease is an engine's lease on what it holds of a Pool (Pool.Renew),
+// which one goroutine (holdLease) renews: until is its end on the engine's
+// monotonic clock, less a margin (0: none yet, or lapsed). A Consume that
+// finds it ended waits for the next renewal (awaitLease).
+type poolLease struct {
+	until   atomic.Int64
+	kick    chan struct{} // wakes holdLease for a renewal now
+	stopped chan struct{} // closed when holdLease returns (Close)
+
+	mu     sync.Mutex
+	done   chan struct{} // closed at the next renewal's outcome
+	err    error         // the last renewal's, nil if it succeeded
+	failed int64         // when it failed (monotonic)
+}
+
+func (l *poolLease) init() {
+	l.kick, l.stopped, l.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+}
+
+// leaseRetry is how soon a renewal that failed is tried again, and how long
+// a Consume that finds the lease ended takes that failure for the answer
+// without waiting for another try.
+const leaseRetry = 50 * time.Millisecond
+
+// holdLease renews the engine's lease on the Pool, every quarter of it, at
+// once when a Consume finds it ended, and every leaseRetry while it fails.
+// A lapsed lease (the pool's ended before a renewal reached it) lets go of
+// every key first: what the engine held then may have been revoked or
+// changed without waiting for it.
+func (e *Engine) holdLease() {
+	l := &e.lease
+	defer close(l.stopped)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	timeout := 2 * time.Second
+	for {
+		select {
+		case <-t.C:
+		case <-l.kick:
+		case <-e.coarseStop:
+			l.until.Store(0)
+			l.end(ErrClosed, e.mono())
+			return
+		}
+		t0 := e.mono()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		d, lapsed, err := e.pool.Renew(ctx, e.invalidate)
+		cancel()
+		next := leaseRetry
+		if err == nil && d <= 0 {
+			err = fmt.Errorf("%w: renew: a lease of %v", ErrStore, d)
+		}
+		if err == nil {
+			if lapsed {
+				e.m.Range(func(_ string, ent *entry) bool {
+					letGo(ent)
+					return true
+				})
+				e.neg.m.Clear()
+			}
+			l.until.Store(t0 + int64(d-leaseMargin(d)))
+			next, timeout = d/4, max(d/2, 100*time.Millisecond)
+		} else if e.mono() >= l.until.Load() {
+			l.until.Store(0)
+		}
+		l.end(err, e.mono())
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// end publishes a renewal's outcome and wakes the Consumes that wait for it.
+func (l *poolLease) end(err error, now int64) {
+	l.mu.Lock()
+	l.err, l.failed = err, now
+	close(l.done)
+	l.done = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// awaitLease returns once the engine's lease on its Pool is live: at once
+// if it is, else after the next renewal, which it asks for. It fails with
+// the renewal's error (matching ErrStore) if that failed, without waiting
+// if the last one failed less than leaseRetry ago.
+func (e *Engine) awaitLease(ctx context.Context) error {
+	l := &e.lease
+	l.mu.Lock()
+	done, err, failed := l.done, l.err, l.failed
+	l.mu.Unlock()
+	now := e.mono()
+	if now < l.until.Load() {
+		return nil
+	}
+	if err == nil || now-failed >= int64(leaseRetry) {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if e.mono() < l.until.Load() {
+			return nil
+		}
+		l.mu.Lock()
+		err = l.err
+		l.mu.Unlock()
+	}
+	switch {
+	case errors.Is(err, ErrClosed):
+		return ErrClosed
+	case err == nil:
+		err = errors.New("no lease")
+	}
+	return wrapStore("lease", err)
 }
 
 // negCache remembers keys a Pool did not know, each until a deadline on the
@@ -483,9 +638,10 @@ func (c *committer) reservation(ent *entry, want, now int64, release bool) (Rese
 			// shorter than a round trip).
 			r.Want[i] = uint64(span + max(s.period, int64(minPoolSlack), min(2*c.rtt.Load(), int64(maxPoolSlack))))
 			if held := int64(r.From[i]) - max(int64(vals[i]), now); 2*held >= span {
-				// Half the span or more is still ahead: renew the lease
-				// only. A new span would cost the rest of this one if
-				// another engine has reserved past it.
+				// Half the span or more is still ahead (a denial that
+				// asks again on old news): ask for no new span, which
+				// would cost the rest of this one if another engine
+				// has reserved past it.
 				r.Want[i] = 0
 			}
 		} else {
@@ -516,6 +672,7 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 	defer st.mu.Unlock()
 	if r.Stale || r.Gone {
 		st.until.Store(0)
+		st.news.Store(0)
 		st.stale.Store(true) // read it again: changed, or deleted, elsewhere
 	}
 	if r.Revoked {
@@ -614,8 +771,9 @@ func (e *Engine) applyReservation(ent *entry, r *Reservation, t0 int64) {
 	}
 	st.base = r.Hard
 	if !r.Revoked && st.inval.Load() == r.inval {
-		st.renew.Store(t0 + int64(r.Lease/2))
-		st.until.Store(t0 + int64(r.Lease-leaseMargin(r.Lease)))
+		// Grants need the engine's lease too (Engine.leased).
+		st.news.Store(t0 + int64(r.Lease-leaseMargin(r.Lease)))
+		st.until.Store(math.MaxInt64)
 	}
 }
 

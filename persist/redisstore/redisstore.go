@@ -31,16 +31,22 @@
 //     Such a key grants less than its rate, never more. Rate limits and windows compare times on each engine's own clock:
 //     engines whose clocks differ by d can exceed a Rate limit by at most
 //     d × rate, and a window by what its edge moves in d.
-//   - Linearizable revocation across processes: every reservation carries
-//     a lease (WithLease, default 2 s), which its holder counts on its own
-//     monotonic clock from before it asked, less a margin of 1/16, and
-//     Redis records from its own clock. Revoke marks the key in Redis, so
-//     that no reservation of it is granted again, publishes it on the
-//     channel allot:events, then waits until every other holder has let go
-//     of the key (each does when it hears of it) or its lease has run out
-//     by Redis's clock. Once Revoke returns, no engine grants the key. A
-//     frozen process (SIGSTOP) or a lost message only makes Revoke wait, at
-//     most one lease.
+//   - Linearizable revocation across processes: each store holds one lease
+//     (WithLease, default 2 s) on everything its engine holds, renewed in
+//     the background every quarter of it (Renew: one script run, whatever
+//     the number of keys), which the engine counts on its own monotonic
+//     clock from before it asked, less a margin of 1/16, and Redis records
+//     from its own clock; the engine grants nothing from a reservation
+//     without it. Each key records its holders. Revoke marks the key in
+//     Redis, so that no reservation of it is granted again, publishes it
+//     on the channel allot:events, puts it in the inbox of every other
+//     holder, and waits until each has let go of the key (each does when
+//     it hears of it, or when its next renewal takes its inbox) or its
+//     lease has run out by Redis's clock. Once Revoke returns, no engine
+//     grants the key. A lost message makes Revoke wait for the holder's
+//     next renewal (a quarter of a lease); a frozen process (SIGSTOP), at
+//     most one lease: a renewal that finds its lease run out lets go of
+//     every key before it takes a new one.
 //   - A key registered in one engine can be used in every other: an engine
 //     asks Redis for a key it does not hold, and remembers a negative
 //     answer for engine.NegativeTTL.
@@ -131,9 +137,10 @@ type Store struct {
 
 	lost    atomic.Bool
 	closed  atomic.Bool
-	vers    sync.Map // KeyID -> string: the version of each key's record this store read
-	frozen  sync.Map // KeyID -> struct{}: keys this store is changing
-	chains  chains   // the pools of rotated keys (rotate.go)
+	renewed atomic.Bool // its lease was taken once (Renew)
+	vers    sync.Map    // KeyID -> string: the version of each key's record this store read
+	frozen  sync.Map    // KeyID -> struct{}: keys this store is changing
+	chains  chains      // the pools of rotated keys (rotate.go)
 	sub     *redis.PubSub
 	subDone chan struct{}
 }
@@ -143,9 +150,11 @@ var _ engine.Pool = (*Store)(nil)
 // Option configures a Store.
 type Option func(*Store)
 
-// WithLease sets how long a reservation may be used without asking Redis
-// again, and so the longest a Revoke waits for a process that does not
-// answer. Default 2 s; at least 100 ms.
+// WithLease sets the store's lease: how long its engine may grant from
+// what it holds without renewing it (it renews every quarter of it, in the
+// background), and so the longest a Revoke waits for a process that does
+// not answer; also how long a denial rests on what the engine last heard
+// of a key. Default 2 s; at least 100 ms.
 func WithLease(d time.Duration) Option { return func(s *Store) { s.lease = d } }
 
 // WithLogger logs what no caller can be told: a Redis that lost its data.
@@ -323,7 +332,7 @@ func (s *Store) run(ctx context.Context, build func(redis.Pipeliner)) error {
 	}
 }
 
-var scripts = []*redis.Script{createScript, reserveScript, holdersScript, freezeScript, commitScript, thawScript, pointScript, unpointScript, rotateScript, letGoScript}
+var scripts = []*redis.Script{createScript, reserveScript, holdersScript, freezeScript, commitScript, thawScript, pointScript, unpointScript, rotateScript, letGoScript, renewScript, pokeScript}
 
 func loadScripts(ctx context.Context, c redis.UniversalClient) error {
 	for _, sc := range scripts {
@@ -642,27 +651,55 @@ func answer(r *engine.Reservation, cmd *redis.Cmd, lease time.Duration) error {
 	return nil
 }
 
-// Quiesce waits until no other holder's lease on id is live by Redis's
-// clock.
+// Quiesce waits until no other store can grant id a unit from a
+// reservation made before: each holder of a reservation of it has let go
+// (it does when it hears of the key: events, or the inbox its next
+// renewal takes), or its lease has ended by Redis's clock.
 func (s *Store) Quiesce(ctx context.Context, id engine.KeyID) error {
 	p, err := s.resolve(ctx, id)
 	if err != nil {
 		return err
 	}
 	h, hk := hashKey(p)
+	digest := hex.EncodeToString(p[:])
 	for {
-		out, err := holdersScript.Run(ctx, s.c, []string{hk, h}, s.holder, hex.EncodeToString(id[:]), hex.EncodeToString(p[:])).StringSlice()
+		out, err := holdersScript.Run(ctx, s.c, []string{hk, h}, s.holder, hex.EncodeToString(id[:]), digest).StringSlice()
 		if err != nil {
 			return fmt.Errorf("allot: redis: quiesce: %w", err)
 		}
-		now, _ := strconv.ParseInt(out[0], 10, 64)
-		latest, _ := strconv.ParseInt(out[1], 10, 64)
-		if latest <= now {
+		if len(out) <= 1 {
 			return nil
 		}
-		// Holders let go as they hear of the key (events): look again
-		// soon, and at the latest when the last lease ends.
-		t := time.NewTimer(min(time.Duration(latest-now+1)*time.Millisecond, 5*time.Millisecond))
+		// Each holder finds the key in its inbox at its next renewal, if
+		// it has not heard of it; one whose lease has ended grants
+		// nothing more (its next renewal is lapsed, and lets go of
+		// everything): drop it from the key's holders.
+		others := out[1:]
+		live := make([]*redis.Cmd, len(others))
+		if err := s.run(ctx, func(pipe redis.Pipeliner) {
+			for i, who := range others {
+				lk, in := leaseKey(who)
+				live[i] = pokeScript.EvalSha(ctx, pipe, []string{lk, in}, digest, (4 * s.lease).Milliseconds())
+			}
+		}); err != nil {
+			return err
+		}
+		var dead []string
+		for i, who := range others {
+			if n, err := live[i].Int(); err == nil && n == 0 {
+				dead = append(dead, who)
+			}
+		}
+		if len(dead) > 0 {
+			if err := s.run(ctx, func(pipe redis.Pipeliner) {
+				for _, who := range dead {
+					letGoScript.EvalSha(ctx, pipe, []string{hk}, who)
+				}
+			}); err != nil {
+				return err
+			}
+		}
+		t := time.NewTimer(5 * time.Millisecond)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -670,6 +707,51 @@ func (s *Store) Quiesce(ctx context.Context, id engine.KeyID) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// leaseKey returns the Redis keys of holder's lease and inbox.
+func leaseKey(holder string) (string, string) {
+	k := "{allot:p:" + holder + "}"
+	return k, k + ":in"
+}
+
+// Renew renews this store's lease (see engine.Pool), and lets go of each
+// key in its inbox after fn.
+func (s *Store) Renew(ctx context.Context, fn func(engine.KeyID)) (time.Duration, bool, error) {
+	lk, in := leaseKey(s.holder)
+	var res *redis.Cmd
+	if err := s.run(ctx, func(pipe redis.Pipeliner) {
+		res = renewScript.EvalSha(ctx, pipe, []string{lk, in}, s.lease.Milliseconds(), b2s(!s.renewed.Load()))
+	}); err != nil {
+		return 0, false, err
+	}
+	out, err := res.StringSlice()
+	if err != nil || len(out) == 0 {
+		return 0, false, fmt.Errorf("allot: redis: renew: %v %w", out, err)
+	}
+	s.renewed.Store(true)
+	var ids []engine.KeyID
+	for _, k := range out[1:] {
+		if id, ok := parseID(k); ok {
+			for _, n := range s.namesOf(id) {
+				fn(n)
+			}
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) > 0 {
+		// A failure here leaves the keys in their holders: their
+		// Quiesce puts them in the inbox again.
+		if err := s.run(ctx, func(pipe redis.Pipeliner) {
+			for _, id := range ids {
+				_, hk := hashKey(id)
+				letGoScript.EvalSha(ctx, pipe, []string{hk}, s.holder)
+			}
+		}); err != nil {
+			return 0, false, err
+		}
+	}
+	return s.lease, out[0] == "1", nil
 }
 
 // Close marks the store closed and stops listening for events; it does
@@ -683,6 +765,12 @@ func (s *Store) Close() error {
 		_ = s.sub.Close()
 		<-s.subDone
 	}
+	// The engine gave back its reservations and holds nothing more: no
+	// Quiesce need wait for this store's lease.
+	lk, in := leaseKey(s.holder)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = s.c.Del(ctx, lk, in).Err()
 	return nil
 }
 

@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -82,19 +83,24 @@ func TestRevokeAcrossProcesses(t *testing.T) {
 }
 
 // holdersLeft returns how long the latest lease of key's holders still
-// runs, by Redis's clock.
+// runs, by Redis's clock: each holder's lease is its store's.
 func holdersLeft(t *testing.T, c redis.UniversalClient, key string) time.Duration {
 	t.Helper()
 	now, err := c.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := c.HGetAll(ctx, redisHash(key)+":h").Result()
+	hs, err := c.HKeys(ctx, redisHash(key)+":h").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var latest int64
-	for _, v := range hs {
+	for _, f := range hs {
+		holder, _, _ := strings.Cut(f, ":")
+		v, err := c.HGet(ctx, "{allot:p:"+holder+"}", "d").Result()
+		if err != nil {
+			t.Fatalf("lease of holder %q: %v", holder, err)
+		}
 		d, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			t.Fatalf("holder deadline %q", v)

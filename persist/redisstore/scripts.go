@@ -17,10 +17,16 @@ import "github.com/redis/go-redis/v9"
 //	     in window w<i> (its index mod 2^30, compared as the engine does);
 //	     Rate the theoretical arrival time in µs since the epoch
 //
-// and its holders hash, the lease deadline (Redis TIME, ms) of every store
-// that holds a reservation of it, one field per store and version of the
-// hash its reservations were granted at: "<holder>:<ver>". A store lets go
-// of all of its fields at once.
+// and its holders hash: every store that holds a reservation of it, one
+// field per store and version of the hash its reservations were granted
+// at, "<holder>:<ver>", whose value is when (Redis TIME, ms) the last was
+// granted. A store lets go of all of its fields at once.
+//
+// Each store also holds a lease on everything it holds (Store.Renew), in
+// a hash of its own, {allot:p:<holder>}: d, the lease's end (Redis TIME,
+// ms). Beside it, {allot:p:<holder>}:in is its inbox: the digests (hex)
+// of the keys a Quiesce waits for it to let go of, which its next renewal
+// takes.
 //
 // Numbers are Lua doubles: exact below 2^53, which New checks every limit
 // keeps to (Credits quotas are refused above it, Rate runs in µs).
@@ -135,7 +141,7 @@ if release then
     if string.sub(f, 1, #ARGV[2] + 1) == ARGV[2] .. ':' then redis.call('HDEL', hk, f) end
   end
 elseif grant then
-  redis.call('HSET', hk, ARGV[2] .. ':' .. ARGV[7], s(nowms + tonumber(ARGV[3])))
+  redis.call('HSET', hk, ARGV[2] .. ':' .. ARGV[7], s(nowms))
 end
 return out
 `)
@@ -189,15 +195,15 @@ if redis.call('HGET', KEYS[1], 'ver') == ARGV[1] then redis.call('HDEL', KEYS[1]
 return 'ok'
 `)
 
-// holdersScript returns Redis's clock (ms) and the latest lease deadline of
-// a key's holders other than ARGV[1], after dropping the expired ones:
-// KEYS[1] the holders hash, KEYS[2] the hash of the key's pool; ARGV the
-// holder, the key's digest (hex), the pool's. For the head of a chain (a
-// key never rotated is one) it counts every reservation; for a key rotated
-// out only those granted at a version of the pool before its current one:
-// a change of the chain's links bumps the version, and reservations
-// granted since know of it, so that a Revoke of a link, or a Rotate, does
-// not wait for engines that go on using the chain's head.
+// holdersScript returns Redis's clock (ms) and the holders of a key other
+// than ARGV[1] that Quiesce waits for: KEYS[1] the holders hash, KEYS[2]
+// the hash of the key's pool; ARGV the holder, the key's digest (hex), the
+// pool's. For the head of a chain (a key never rotated is one) it counts
+// every reservation; for a key rotated out only those granted at a
+// version of the pool before its current one: a change of the chain's
+// links bumps the version, and reservations granted since know of it, so
+// that a Revoke of a link, or a Rotate, does not wait for engines that go
+// on using the chain's head.
 var holdersScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -205,19 +211,45 @@ local below = math.huge
 if (redis.call('HGET', KEYS[2], 'head') or ARGV[3]) ~= ARGV[2] then
   below = tonumber(redis.call('HGET', KEYS[2], 'ver') or '0')
 end
-local all = redis.call('HGETALL', KEYS[1])
-local latest = 0
-local me = ARGV[1] .. ':'
-for i = 1, #all, 2 do
-  local d = tonumber(all[i + 1])
-  local ver = tonumber(string.match(all[i], ':(%d+)$') or '0')
-  if d <= now then
-    redis.call('HDEL', KEYS[1], all[i])
-  elseif string.sub(all[i], 1, #me) ~= me and ver < below and d > latest then
-    latest = d
+local out, seen = {string.format('%.0f', now)}, {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local who, ver = string.match(f, '^(.-):(%d+)$')
+  if who and who ~= ARGV[1] and tonumber(ver) < below and not seen[who] then
+    seen[who] = true
+    out[#out + 1] = who
   end
 end
-return {string.format('%.0f', now), string.format('%.0f', latest)}
+return out
+`)
+
+// renewScript renews a store's lease: KEYS[1] its lease hash, KEYS[2] its
+// inbox; ARGV the lease (ms), first (1: the store's first renewal). It
+// returns lapsed (1 if the lease had ended before, by Redis's clock, or
+// is gone) and the inbox, which it empties.
+var renewScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local d = tonumber(redis.call('HGET', KEYS[1], 'd') or '0')
+local out = {(ARGV[2] ~= '1' and d <= now) and '1' or '0'}
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do out[#out + 1] = k end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'd', string.format('%.0f', now + lease))
+redis.call('PEXPIRE', KEYS[1], 4 * lease)
+return out
+`)
+
+// pokeScript puts a key's digest (ARGV[1]) into a store's inbox, for its
+// next renewal, unless its lease has ended: KEYS[1] the store's lease
+// hash, KEYS[2] its inbox; ARGV the digest, how long the inbox is kept
+// (ms). It returns 1 if the lease is live by Redis's clock, else 0.
+var pokeScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(redis.call('HGET', KEYS[1], 'd') or '0') <= now then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
+return 1
 `)
 
 // letGoScript deletes every field of holder ARGV[1] from the holders hash
