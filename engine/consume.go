@@ -237,16 +237,23 @@ func (e *Engine) consume(ent *entry, n int64) (Decision, outcome) {
 		return e.consumePooled(ent, n)
 	}
 	l := ent.lim0()
-	var now int64
-	if l.Kind != quota.Credits {
-		if now = e.now(); now < 0 {
-			return Decision{}, badClock
-		}
-	}
+	timed := l.Kind != quota.Credits
 	for {
 		w := atomic.LoadUint64(&ent.word)
 		if w&flagBits != 0 {
 			return flagged(w)
+		}
+		// The clock is read after the word, on every try: a word that
+		// another Consume moved into a newer window was written after
+		// that Consume read the clock, so now then holds that window
+		// too, and the grant is counted in the window of at (which
+		// Refund relies on). Read before the word, now could lie in an
+		// older window than the one the word counts the grant in.
+		var now int64
+		if timed {
+			if now = e.now(); now < 0 {
+				return Decision{}, badClock
+			}
 		}
 		nw, ok, r := l.Consume(w, n, now)
 		if !ok {
@@ -348,13 +355,22 @@ func decision(ok bool, limit int64, r quota.Result, i int, n, at int64) Decision
 // between makes the whole step retry.
 func (e *Engine) consumeMulti(ent *entry, n int64) (Decision, outcome) {
 	st := ent.st
-	now := e.now()
-	if now < 0 {
-		return Decision{}, badClock
-	}
 	var vals [MaxLimits]uint64
 	var res [MaxLimits]quota.Result
 	st.mu.Lock()
+	// The clock is read under the mutex, which every writer of the
+	// values holds (Revoke, which does not, sets only a flag): no value
+	// then counts a window newer than the one that holds now, and the
+	// grant is counted in the windows of at, which Refund relies on.
+	// Read before the mutex, now could lie in a window that another
+	// Consume, with a later reading, had already left; the grant would
+	// be counted in the newer window and a refund of it would give that
+	// window nothing.
+	now := e.now()
+	if now < 0 {
+		st.mu.Unlock()
+		return Decision{}, badClock
+	}
 	for {
 		w := atomic.LoadUint64(&ent.word)
 		if w&flagBits != 0 {

@@ -421,6 +421,72 @@ func TestWindowRollover(t *testing.T) {
 	require.Equal(t, time.Hour, st.Limits[0].ResetAfter)
 }
 
+// stallClock is a clock one reading of which, once armed, is taken and then
+// held until release is closed: a Consume that read the time just before
+// another caller moved the clock on.
+type stallClock struct {
+	*clock
+	armed         atomic.Bool
+	read, release chan struct{}
+}
+
+func (c *stallClock) Now() time.Time {
+	t := c.clock.Now()
+	if c.armed.CompareAndSwap(true, false) {
+		c.read <- struct{}{}
+		<-c.release
+	}
+	return t
+}
+
+// A grant is counted in the window of the time its Decision carries, which
+// Refund goes by. A Consume that read 09:59 while another, reading 10:59,
+// moved the key into the 10:00 window counted its grant there with 09:59
+// as its time, and its refund gave the 10:00 window nothing
+// (TestLinearizableChains found it, one history in about 40 runs).
+func TestRefundOfAGrantAtAWindowEdge(t *testing.T) {
+	for _, limits := range [][]engine.Limit{
+		{engine.PerWindow(20, time.Hour)},
+		{engine.Credits(30), engine.PerWindow(20, time.Hour)},
+	} {
+		clk := &stallClock{clock: newClock(time.Date(2026, 6, 1, 9, 59, 0, 0, time.UTC)), read: make(chan struct{}), release: make(chan struct{})}
+		eng := newEngine(t, engine.WithClock(clk.Now))
+		require.NoError(t, eng.Register(ctx, "k", limits...))
+		type result struct {
+			d   engine.Decision
+			err error
+		}
+		first, second := make(chan result, 1), make(chan result, 1)
+		clk.armed.Store(true)
+		go func() { d, err := eng.Consume(ctx, "k", 1); first <- result{d, err} }()
+		<-clk.read         // the first Consume has read 09:59
+		clk.Add(time.Hour) // 10:59
+		go func() { d, err := eng.Consume(ctx, "k", 2); second <- result{d, err} }()
+		var b result
+		select {
+		case b = <-second: // counted in the 10:00 window first
+			close(clk.release)
+		case <-time.After(50 * time.Millisecond): // or it waits for the first
+			close(clk.release)
+			b = <-second
+		}
+		a := <-first
+		for _, r := range []result{a, b} {
+			require.NoError(t, r.err)
+			require.True(t, r.d.Allowed)
+		}
+		require.NoError(t, eng.Refund(ctx, "k", a.d, 1))
+		// Either the first grant was counted in the 09:00 window, which
+		// is over, or in the 10:00 one, which gets it back: 10:00 counts
+		// the second grant's 2 units only.
+		st := mustStatus(t, eng, "k")
+		require.Equal(t, int64(18), st.Limits[len(limits)-1].Remaining, "%v", limits)
+		if len(limits) > 1 {
+			require.Equal(t, int64(28), st.Limits[0].Remaining, "credits: 30 - 3 + 1")
+		}
+	}
+}
+
 func TestWindowsAreAlignedToTheEpoch(t *testing.T) {
 	clk := newClock(time.Unix(86400*20000+17, 0)) // 17 s into a UTC day
 	eng := newEngine(t, engine.WithClock(clk.Now))
