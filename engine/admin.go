@@ -50,11 +50,10 @@ func (e *Engine) newEntry(st *keyState, revoked bool, vals []uint64, now int64) 
 	if st.alias == nil {
 		s0 := &st.limits()[0]
 		ent.qm = uint64(s0.quota) | uint64(s0.kind)<<kindShift
-		if n := len(st.limits()); n == 1 && e.pool != nil && s0.kind == KindCredits && st.link == nil {
+		if n := len(st.limits()); n == 1 && e.pool != nil && st.link == nil {
 			ent.qm |= pooledBit
 		} else if n > 1 || e.pool != nil {
-			// Several limits, or a Pool's lease on a limit whose value
-			// moves with time, or a rotated-out key of a Pool (whose
+			// Several limits, or a rotated-out key of a Pool (whose
 			// grace consumeMulti checks): the key's mutex.
 			ent.qm |= 1 << multiShift
 			st.ms = &multiState{more: make([]shard.Counter, n-1), leases: make([]quota.Marks, n)}

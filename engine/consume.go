@@ -282,16 +282,20 @@ func flagged(w uint64) (Decision, outcome) {
 	return Decision{}, sealed
 }
 
-// consumePooled runs one Consume on a Credits key of one limit of an engine
-// with a Pool: the CAS of a single-limit key, granted only while the lease
-// on what this engine holds is live on its monotonic clock. It takes no
-// lock: applyReservation, which moves the word, first drops the hard mark
-// to 0, so that a Consume that read the old word with the old mark fails
-// its CAS, and one that read the new word sees the new mark or none (see
-// applyReservation). A Consume that read the lease before invalidate ended
-// it may still grant from it: it began before the news arrived, so it may
-// be ordered before the Revoke or change (whose call had not returned).
+// consumePooled runs one Consume on a key of one limit of an engine with a
+// Pool: the CAS of a single-limit key, granted only while the key's entry
+// holds what the pool reserved for it and the engine's lease on the pool
+// is live, on its monotonic clock. It takes no lock: applyReservation,
+// which moves the word, first drops the hard mark to 0, so that a Consume
+// that read the old word with the old mark fails its CAS, and one that
+// read the new word sees the new mark or none (see applyReservation). A
+// Consume that read the lease before invalidate ended it may still grant
+// from it: it began before the news arrived, so it may be ordered before
+// the Revoke or change (whose call had not returned).
 func (e *Engine) consumePooled(ent *entry, n int64) (Decision, outcome) {
+	if ent.kind() != KindCredits {
+		return e.consumePooledTimed(ent, n)
+	}
 	q := ent.quota()
 	for {
 		w := atomic.LoadUint64(&ent.word)
@@ -308,8 +312,8 @@ func (e *Engine) consumePooled(ent *entry, n int64) (Decision, outcome) {
 			return Decision{Reason: Exhausted, Limit: q, Remaining: max(q-int64(w), 0)}, done
 		}
 		mono := e.mono()
-		if nw > atomic.LoadUint64(&ent.lease.Hard) || mono >= ent.st.until.Load() || mono >= e.lease.until.Load() {
-			if e.settled(ent, w, nw) {
+		if nw > atomic.LoadUint64(&ent.lease.Hard) || !e.holds(ent, mono) {
+			if moved, h := e.settled(ent, w); moved || nw <= h && e.holds(ent, e.mono()) {
 				continue
 			}
 			return Decision{}, needLease
@@ -323,15 +327,60 @@ func (e *Engine) consumePooled(ent *entry, n int64) (Decision, outcome) {
 	}
 }
 
+// consumePooledTimed is consumePooled for a Rate or window limit: the
+// clock is read after the word, on each try, as in consume, and a denial
+// rests on what the engine knows of the key for as long as consumePooled's.
+func (e *Engine) consumePooledTimed(ent *entry, n int64) (Decision, outcome) {
+	l := ent.lim0()
+	for {
+		w := atomic.LoadUint64(&ent.word)
+		if w&flagBits != 0 {
+			return flagged(w)
+		}
+		now := e.now()
+		if now < 0 {
+			return Decision{}, badClock
+		}
+		mono := e.monoAt(now)
+		nw, ok, r := l.Consume(w, n, now)
+		if !ok {
+			if mono >= ent.st.news.Load() {
+				return Decision{}, needLease // perhaps old news: ask again first
+			}
+			return decision(false, l.Quota, r, 0, 0, 0), done
+		}
+		if !l.Covered(nw, atomic.LoadUint64(&ent.lease.Hard)) || !e.holds(ent, mono) {
+			if moved, h := e.settled(ent, w); moved || l.Covered(nw, h) && e.holds(ent, e.mono()) {
+				continue
+			}
+			return Decision{}, needLease
+		}
+		if atomic.CompareAndSwapUint64(&ent.word, w, nw) {
+			if l.Low(nw, atomic.LoadUint64(&ent.lease.Soft)) {
+				e.c.ask(ent)
+			}
+			d := decision(true, l.Quota, r, 0, n, now)
+			d.st = ent.st
+			return d, done
+		}
+	}
+}
+
+// holds reports whether the engine may grant from what ent holds of its
+// Pool at mono: the key's entry holds it and the engine's lease is live.
+func (e *Engine) holds(ent *entry, mono int64) bool {
+	return mono < ent.st.until.Load() && mono < e.lease.until.Load()
+}
+
 // settled waits for an applyReservation of ent in progress (it holds the
-// key's mutex), and reports whether a retry of consumePooled may now grant
-// what it could not: the word moved, or its marks and lease now cover nw.
-func (e *Engine) settled(ent *entry, w, nw uint64) bool {
+// key's mutex), and returns whether the word moved from w meanwhile, and
+// the hard mark then: a retry of consumePooled may then grant what it
+// could not.
+func (e *Engine) settled(ent *entry, w uint64) (moved bool, hard uint64) {
 	ent.st.mu.Lock()
-	h, until := atomic.LoadUint64(&ent.lease.Hard), ent.st.until.Load()
+	h := atomic.LoadUint64(&ent.lease.Hard)
 	ent.st.mu.Unlock()
-	mono := e.mono()
-	return atomic.LoadUint64(&ent.word) != w || nw <= h && mono < until && mono < e.lease.until.Load()
+	return atomic.LoadUint64(&ent.word) != w, h
 }
 
 // decision builds the Decision of limit i's result r; a grant of n units

@@ -127,27 +127,28 @@
 //
 // I11. Pools (pool.go). With a Store that is a Pool, shared by engines in
 // several processes, a value is in the pool's terms, and a unit is granted
-// only below a hard mark set from the pool's answer, while the key's
-// entry holds it (keyState.until, which the pool's news of the key ends:
+// only below a hard mark set from the pool's answer, while the key's entry
+// holds it (keyState.until, which the pool's news of the key ends:
 // invalidate, under the key's mutex) and while the engine's one lease on
 // everything it holds is live (poolLease, counted on the monotonic clock
 // from before the Renew that took it, less 1/16; holdLease renews it every
 // quarter). A renewal that finds the lease lapsed in the pool lets go of
-// every key before it takes the new one, and a reservation asked for
-// before a key was let go of gives no hold (keyState.inval). A key with several limits, or one Rate or window limit, takes
-// its mutex, under which applyReservation moves the values and marks
-// together. A Credits key of one limit grants by CAS without it
-// (consumePooled): applyReservation first drops the hard mark to 0, then
-// moves the word by CAS (recomputed from the word it replaces, so no grant
-// is lost), then sets the new mark; a Consume that read the old word fails
-// its CAS, one that reads the new word sees the new mark or 0. So what the
-// engine may grant is exactly what the pool reserved for it and it has not
-// granted. A denial rests on what the engine heard of the key for at most
-// one lease (keyState.news), then asks the pool again. Revoke returns only
-// after the pool says every other holder of the key has let go of it, or
-// has no live lease. Guarded, against a real redis-server, by
-// TestSharedCreditsExact, TestPooledCreditsUnderReservations (chunks that
-// outlast a round trip, refunds, and every engine's give-back counted
+// every key before it takes the new one, and a reservation asked for before
+// a key was let go of gives no hold (keyState.inval). A key with several
+// limits, or a rotated-out key, takes its mutex, under which
+// applyReservation moves the values and marks together. A key of one limit,
+// of any kind, grants by CAS without it (consumePooled): applyReservation
+// first drops the hard mark to 0, then moves the word by CAS (recomputed
+// from the word it replaces, so no grant is lost), then sets the new mark;
+// a Consume that read the old word fails its CAS, one that reads the new
+// word sees the new mark or 0. So what the engine may grant is exactly what
+// the pool reserved for it and it has not granted. A denial rests on what
+// the engine heard of the key for at most one lease (keyState.news), then
+// asks the pool again. Revoke returns only after the pool says every other
+// holder of the key has let go of it, or has no live lease. Guarded,
+// against a real redis-server, by TestSharedCreditsExact,
+// TestPooledKeysUnderReservations (Credits, window and Rate keys; chunks
+// that outlast a round trip, refunds, and every engine's give-back counted
 // exactly), TestProcessesShareOneQuota, TestRevokeAcrossEngines,
 // TestRevokeAcrossProcesses (a holder stopped by SIGSTOP: its lease lapses)
 // and TestChangesWithoutMessages (every message lost) in

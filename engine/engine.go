@@ -80,9 +80,9 @@ const (
 	kindShift  = 56
 	multiShift = 55
 	quotaMask  = 1<<multiShift - 1
-	// pooledBit marks a Credits key of one limit of an engine with a Pool:
-	// it grants by CAS as other single-limit keys do, and checks its lease
-	// on the monotonic clock first (consumePooled).
+	// pooledBit marks a key of one limit of an engine with a Pool (not
+	// rotated out): it grants by CAS as other single-limit keys do, and
+	// checks its leases on the monotonic clock first (consumePooled).
 	pooledBit = 1 << 63
 	kindMask  = 0x7f
 )
