@@ -143,10 +143,10 @@
 // a Consume that read the old word fails its CAS, one that reads the new
 // word sees the new mark or 0. So what the engine may grant is exactly what
 // the pool reserved for it and it has not granted. A denial rests on what
-// the engine heard of the key for at most one lease (keyState.news), then
-// asks the pool again. Revoke returns only after the pool says every other
-// holder of the key has let go of it, or has no live lease. Guarded,
-// against a real redis-server, by TestSharedCreditsExact,
+// the engine heard of the key for at most its Reservation.Lease
+// (keyState.news), then asks the pool again. Revoke returns only after the
+// pool says every other holder of the key has let go of it, or has no live
+// lease. Guarded, against a real redis-server, by TestSharedCreditsExact,
 // TestPooledKeysUnderReservations (Credits, window and Rate keys; chunks
 // that outlast a round trip, refunds, and every engine's give-back counted
 // exactly), TestProcessesShareOneQuota, TestRevokeAcrossEngines,

@@ -11,12 +11,12 @@ import (
 )
 
 // TestChangesWithoutMessages runs on a Redis where PUBLISH is renamed
-// away, so that every message between stores is lost. Revoke and TopUp in
-// A must still return while B, which holds a reservation of the key, runs
-// on, and B must then act on them: it lets go of the key when its next
-// renewal (a quarter of its lease) finds the key in its inbox, not when
-// its lease ends, so at their return B's lease is still live by Redis's
-// clock.
+// away, so that every message between stores is lost. Revoke, TopUp and
+// SetLimits in A must still return while B, which holds a reservation of
+// the key, runs on, and B must then act on them: it lets go of the key
+// when its next renewal (a quarter of its lease) finds the key in its
+// inbox, not when its lease ends, so at their return B's lease is still
+// live by Redis's clock.
 func TestChangesWithoutMessages(t *testing.T) {
 	srv := redistest.Start(t, redistest.Always, "--rename-command", "PUBLISH", "allot-test-no-publish")
 	c := srv.Client()
@@ -69,6 +69,29 @@ func TestChangesWithoutMessages(t *testing.T) {
 	leaseLive("Revoke")
 	if d, err := b.Consume(ctx, "revoked", 1); err != nil || d.Allowed || d.Reason != engine.Revoked {
 		t.Errorf("B's Consume after Revoke returned: %v, %v; want a denial, Revoked", d, err)
+	}
+
+	// B has used up "spent" and denies it; a TopUp in A reaches B as a
+	// holder (a reservation that got nothing records it too): once TopUp
+	// returns, B grants the new unit, long before its denials would have
+	// asked Redis again on their own (16 leases).
+	if err := a.Register(ctx, "spent", engine.Credits(1)); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := b.Consume(ctx, "spent", 1); err != nil || !d.Allowed {
+		t.Fatalf("B's first Consume of spent: %v, %v", d, err)
+	}
+	if d, err := b.Consume(ctx, "spent", 1); err != nil || d.Allowed {
+		t.Fatalf("B's second Consume of spent: %v, %v; want a denial", d, err)
+	}
+	start = time.Now()
+	if err := a.TopUp(ctx, "spent", 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TopUp without messages took %v", time.Since(start).Round(time.Millisecond))
+	leaseLive("TopUp")
+	if d, err := b.Consume(ctx, "spent", 1); err != nil || !d.Allowed {
+		t.Errorf("B's Consume after TopUp returned: %v, %v; want the unit topped up", d, err)
 	}
 
 	start = time.Now()

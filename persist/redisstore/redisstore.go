@@ -67,11 +67,13 @@
 // # Changes
 //
 // TopUp, SetLimits, Reset and Delete are linearizable across processes
-// (Change): the key is frozen in Redis, every other holder's lease runs
-// out, the change applies to the state Redis holds, the key thaws. A
-// process that only denies a key decides on what it knows for at most one
-// lease (plus 5 ms for a Credits key, whose denials read a coarse clock),
-// then asks Redis again.
+// (Change): the key is frozen in Redis, every other holder lets go of it
+// (or its lease runs out), the change applies to the state Redis holds,
+// the key thaws. A process that only denies a key is a holder too, and
+// hears of the change the same way. What it may miss is units other
+// processes gave back: a denial rests on what it knows for at most 16
+// leases (plus 5 ms for a Credits key, whose denials read a coarse clock),
+// then it asks Redis again.
 //
 // # Rotation
 //
@@ -121,6 +123,15 @@ const markerKey = "allot:marker"
 // only makes it wait for the lease.
 const events = "allot:events"
 
+// newsLeases is how many leases a denial rests on what a store's engine
+// last heard of a key (engine.Reservation.Lease) before it asks Redis
+// again. A change of the key reaches every holder sooner (events, or its
+// inbox at its next renewal: every reservation not refused records its
+// store among the holders, a denying one too), so what a denial may miss
+// for that long is only units other engines gave back (at Close, or
+// refunds at their next reservation).
+const newsLeases = 16
+
 // maxExact is the largest value a Lua number holds exactly.
 const maxExact = 1<<53 - 1
 
@@ -153,8 +164,8 @@ type Option func(*Store)
 // WithLease sets the store's lease: how long its engine may grant from
 // what it holds without renewing it (it renews every quarter of it, in the
 // background), and so the longest a Revoke waits for a process that does
-// not answer; also how long a denial rests on what the engine last heard
-// of a key. Default 2 s; at least 100 ms.
+// not answer; 16 times it is how long a denial rests on what the engine
+// last heard of a key. Default 2 s; at least 100 ms.
 func WithLease(d time.Duration) Option { return func(s *Store) { s.lease = d } }
 
 // WithLogger logs what no caller can be told: a Redis that lost its data.
@@ -593,7 +604,7 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 		return err
 	}
 	for i := range rs {
-		if err := answer(&rs[i], cmds[i], s.lease); err != nil {
+		if err := answer(&rs[i], cmds[i], newsLeases*s.lease); err != nil {
 			return err
 		}
 	}

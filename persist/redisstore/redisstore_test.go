@@ -425,7 +425,8 @@ func TestShrinkWhileConsuming(t *testing.T) {
 // seen by another that keeps asking: Register (the other engine had a
 // negative answer cached) and TopUp (the other engine had the key used
 // up). The guarantee needs no message (a negative answer lasts
-// engine.NegativeTTL at most, a denial on old news one lease); the events
+// engine.NegativeTTL at most, a change reaches a denying holder through its
+// inbox); the events
 // make it fast. Only the figures are reported: a time bound would fail
 // under load.
 func TestPropagation(t *testing.T) {

@@ -100,9 +100,9 @@ func redisSection(w *strings.Builder, red *dataset, procs []result) {
 	p("### ns/op\n\n")
 	p("Medians; columns are goroutines (`-cpu`); the peers ran at %d only. Per 1k: the median over the row's runs of "+
 		"`redis-cmds` and round trips per 1,000 grants (on the deny path, where nothing is granted, per 1,000 calls). "+
-		"A denial rests on what the engine last heard of the key for one lease (2 s, the default), then asks Redis again: "+
-		"on the 1M-key deny rows most keys were last heard of longer ago than that, so most denials cost a round trip "+
-		"(the rows before this run used a 30 s lease).\n\n", redisPeerProcs)
+		"A denial rests on what the engine last heard of the key for 16 leases (32 s by default), then asks Redis again; "+
+		"before timing, every key of the 1M-key sequence was touched once (allow: its first reservation; deny: its first "+
+		"answer).\n\n", redisPeerProcs)
 	for _, dist := range dists {
 		for _, state := range states {
 			if !hasAny(red, dist, state) {
