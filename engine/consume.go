@@ -82,7 +82,7 @@ func (e *Engine) Consume(ctx context.Context, key string, n int64) (Decision, er
 			nw := w + uint64(n)
 			if w&flagBits == 0 && nw <= uint64(q) {
 				// The clock only here: a denial does without it.
-				if mono := e.mono(); mono < ent.st.until.Load() && mono < e.lease.until.Load() {
+				if mono := e.mono(); e.holds(ent, mono) {
 					// Read the word again after the clock: the CAS
 					// then races others no longer than without a lease.
 					w = atomic.LoadUint64(&ent.word)

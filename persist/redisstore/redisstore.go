@@ -592,7 +592,7 @@ func (s *Store) Reserve(ctx context.Context, rs []engine.Reservation) error {
 			if v, ok := s.vers.Load(r.ID); ok {
 				ver = v.(string)
 			}
-			args := []any{strconv.FormatUint(r.Registration, 10), s.holder, s.lease.Milliseconds(), b2s(r.Revoke), b2s(r.Release), len(r.Limits), ver,
+			args := []any{strconv.FormatUint(r.Registration, 10), s.holder, 0, b2s(r.Revoke), b2s(r.Release), len(r.Limits), ver,
 				hex.EncodeToString(r.ID[:]), t19(r.Now), hex.EncodeToString(p[:])}
 			for j, l := range r.Limits {
 				args = append(args, reserveArgs(l, r.Base[j], r.From[j], r.Want[j], r.Now)...)

@@ -46,9 +46,10 @@ return 'ok'
 
 // reserveScript gives back and reserves (see engine.Reservation): KEYS[1]
 // the hash of the key's pool (its own, or its chain's: rotate.go), KEYS[2]
-// its holders; ARGV reg, holder, lease (ms), revoke, release, n, ver, the
-// key's digest (hex), the engine's clock (ns, 19 digits), the pool's own
-// digest, then 9 per limit: kind (c, w, r), quota, base tag, base value,
+// its holders; ARGV reg, holder, 0 (unused: a key's holders carry no
+// lease, the store's is its own, renewScript), revoke, release, n, ver,
+// the key's digest (hex), the engine's clock (ns, 19 digits), the pool's
+// own digest, then 9 per limit: kind (c, w, r), quota, base tag, base value,
 // from tag, from value, want, now (a window's index mod 2^30, Rate's µs),
 // Rate's longest span (µs). It returns the outcome (ok, revoked, gone; or
 // stale and the revoked flag) and per limit start, hard and window tag.
